@@ -1,0 +1,5 @@
+import sys
+
+from ccafl.cli import main
+
+sys.exit(main())

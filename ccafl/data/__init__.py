@@ -1,0 +1,1 @@
+"""Datasets, ICS relabelling, samplers, transforms and the synthetic benchmark."""

@@ -1,0 +1,210 @@
+"""Loaders for the real dataset layouts: each returns plain tables with the person id.
+
+The person id is read here because evaluation needs it; `ccafl.data.ics` splits it off the
+training table before anything downstream sees it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+MARKET_NAME = re.compile(
+    r"^(?P<pid>-?\d+)_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d+)_(?P<box>\d+)\."
+)
+DUKE_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)_f(?P<frame>\d+)\.")
+MSMT_NAME = re.compile(r"^(?P<pid>\d+)_(?P<idx>\d+)_(?P<cam>\d+)_(?P<time>\w+?)_(?P<frame>\d+)_")
+
+
+class DatasetError(ValueError):
+    """Bad dataset input: the message names the file or folder at fault."""
+
+
+@dataclass
+class RawDataset:
+    """Splits as loaded from disk. train: path, camera_name, intra_label (+ pid if known);
+    query/gallery: path, camera_name, pid. Paths are relative to ``root``."""
+
+    root: Path
+    train: pd.DataFrame
+    query: pd.DataFrame
+    gallery: pd.DataFrame
+    has_train_pid: bool = True
+
+
+def _require_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"dataset folder not found: {path}")
+    return path
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _parse_folder(root: Path, folder: str, pattern: re.Pattern, layout: str) -> pd.DataFrame:
+    directory = _require_dir(root / folder)
+    rows = []
+    for image in _images_in(directory):
+        match = pattern.match(image.name)
+        if match is None:
+            raise DatasetError(
+                f"file name does not follow the {layout} naming: {image} "
+                f"(expected e.g. {_EXAMPLES[layout]})"
+            )
+        rows.append(
+            {
+                "path": image.relative_to(root).as_posix(),
+                "camera_name": f"c{int(match['cam'])}",
+                "pid": int(match["pid"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["path", "camera_name", "pid"])
+
+
+_EXAMPLES = {
+    "market1501": "0002_c1s1_000451_03.jpg",
+    "dukemtmc": "0001_c2_f0046182.jpg",
+    "msmt17": "0000/0000_000_01_0303morning_0015_0.jpg 0",
+}
+
+
+def _with_train_labels(train: pd.DataFrame) -> pd.DataFrame:
+    """Training ignores junk (-1) and distractors (0), as the ICS protocol does."""
+    train = train[train["pid"] > 0].copy()
+    train["intra_label"] = train["pid"]
+    return train
+
+
+def load_market_style(root: Path, layout: str) -> RawDataset:
+    pattern = MARKET_NAME if layout == "market1501" else DUKE_NAME
+    root = _require_dir(Path(root))
+    train = _parse_folder(root, "bounding_box_train", pattern, layout)
+    query = _parse_folder(root, "query", pattern, layout)
+    gallery = _parse_folder(root, "bounding_box_test", pattern, layout)
+    return RawDataset(root, _with_train_labels(train), query, gallery)
+
+
+def load_market1501(root: Path) -> RawDataset:
+    return load_market_style(root, "market1501")
+
+
+def load_dukemtmc(root: Path) -> RawDataset:
+    return load_market_style(root, "dukemtmc")
+
+
+def _msmt_folder(root: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise DatasetError(f"dataset folder not found: {root / names[0]} (also tried {names[1:]})")
+
+
+def _parse_msmt_list(root: Path, list_name: str, image_dir: Path) -> pd.DataFrame:
+    list_file = root / list_name
+    if not list_file.is_file():
+        raise DatasetError(f"MSMT17 list file not found: {list_file}")
+    rows = []
+    for line_no, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        match = MSMT_NAME.match(Path(parts[0]).name) if len(parts) == 2 else None
+        if match is None:
+            raise DatasetError(
+                f"{list_file}:{line_no}: line does not follow the MSMT17 list format "
+                f"(expected e.g. {_EXAMPLES['msmt17']}): {line!r}"
+            )
+        rows.append(
+            {
+                "path": (image_dir / parts[0]).relative_to(root).as_posix(),
+                "camera_name": f"c{int(match['cam'])}",
+                "pid": int(parts[1]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["path", "camera_name", "pid"])
+
+
+def load_msmt17(root: Path) -> RawDataset:
+    """MSMT17 (V1 ``train/``, ``test/`` or V2 ``mask_train_v2/``, ``mask_test_v2/``).
+
+    train + val lists form the training set, as in the ICS literature.
+    """
+    root = _require_dir(Path(root))
+    train_dir = _msmt_folder(root, ("train", "mask_train_v2"))
+    test_dir = _msmt_folder(root, ("test", "mask_test_v2"))
+    train = pd.concat(
+        [
+            _parse_msmt_list(root, "list_train.txt", train_dir),
+            _parse_msmt_list(root, "list_val.txt", train_dir),
+        ],
+        ignore_index=True,
+    )
+    query = _parse_msmt_list(root, "list_query.txt", test_dir)
+    gallery = _parse_msmt_list(root, "list_gallery.txt", test_dir)
+    # MSMT17 labels start at 0 and it has no distractors: shift by one so that pid 0 keeps
+    # meaning "distractor" in every format's tables.
+    for table in (train, query, gallery):
+        table["pid"] += 1
+    train["intra_label"] = train["pid"]
+    return RawDataset(root, train, query, gallery)
+
+
+def _read_manifest(root: Path, split: str, required: list[str]) -> pd.DataFrame:
+    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
+        path = root / f"{split}{suffix}"
+        if path.is_file():
+            table = reader(path)
+            missing = [c for c in required if c not in table.columns]
+            if missing:
+                raise DatasetError(
+                    f"manifest {path} lacks column(s) {missing}; it needs {required}"
+                )
+            table = table.copy()
+            table["path"] = table["path"].astype(str)
+            table["camera_name"] = table["camera"].astype(str)
+            return table
+    raise DatasetError(f"manifest not found: {root / split}.csv (or .parquet)")
+
+
+def load_custom(root: Path) -> RawDataset:
+    """A user's own cameras: ``train.csv`` (path, camera, intra_id[, pid]) and
+    ``query.csv`` / ``gallery.csv`` (path, camera, pid); Parquet works too."""
+    root = _require_dir(Path(root))
+    train = _read_manifest(root, "train", ["path", "camera", "intra_id"])
+    has_pid = "pid" in train.columns
+    train["intra_label"] = train["intra_id"]
+    if not has_pid:
+        train["pid"] = -1
+    query = _read_manifest(root, "query", ["path", "camera", "pid"])
+    gallery = _read_manifest(root, "gallery", ["path", "camera", "pid"])
+    columns = ["path", "camera_name", "pid"]
+    return RawDataset(
+        root,
+        train[columns + ["intra_label"]],
+        query[columns],
+        gallery[columns],
+        has_train_pid=has_pid,
+    )
+
+
+LOADERS: dict[str, Callable[[Path], RawDataset]] = {
+    "market1501": load_market1501,
+    "dukemtmc": load_dukemtmc,
+    "msmt17": load_msmt17,
+    "custom": load_custom,
+    # The synthetic benchmark is written in the Market-1501 layout on purpose.
+    "synthetic": load_market1501,
+}
+
+
+def load_dataset(root: str | Path, fmt: str) -> RawDataset:
+    if fmt not in LOADERS:
+        raise DatasetError(f"unknown dataset format {fmt!r}; known: {sorted(LOADERS)}")
+    return LOADERS[fmt](Path(root))

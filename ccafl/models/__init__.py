@@ -1,0 +1,1 @@
+"""CLIP backbone adaptation, prompt learner and classifiers."""

@@ -1,0 +1,3 @@
+"""CLI commands of the training and evaluation stages; heavy imports stay inside handlers."""
+
+from __future__ import annotations

@@ -1,0 +1,98 @@
+"""Small dataset trees that follow the real namings, built per test in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_image(path: Path, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (16, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+# Market-1501 training identities: pid -> cameras it appears in (two frames each).
+MARKET_TRAIN = {2: [1, 2], 7: [1, 3], 9: [2], 11: [1, 2, 3]}
+
+
+def build_market_tree(root: Path, layout: str = "market1501") -> Path:
+    def name(pid: int, cam: int, frame: int) -> str:
+        if layout == "market1501":
+            return f"{pid:04d}_c{cam}s1_{frame:06d}_0{frame % 3}.jpg"
+        return f"{pid:04d}_c{cam}_f{frame:07d}.jpg"
+
+    seed = 0
+    for pid, cams in MARKET_TRAIN.items():
+        for cam in cams:
+            for frame in (100 + pid, 200 + pid):
+                seed += 1
+                write_image(root / "bounding_box_train" / name(pid, cam, frame), seed)
+    # Test identities 20 and 21; query one image per camera; gallery with junk + distractor.
+    for pid, cam, frame in [(20, 1, 1), (21, 2, 2)]:
+        write_image(root / "query" / name(pid, cam, frame), frame)
+    gallery = [(20, 2, 3), (20, 1, 4), (21, 1, 5), (21, 3, 6), (0, 1, 7)]
+    for pid, cam, frame in gallery:
+        write_image(root / "bounding_box_test" / name(pid, cam, frame), frame)
+    junk = "-1_c1s1_000008_00.jpg" if layout == "market1501" else "-1_c1_f0000008.jpg"
+    write_image(root / "bounding_box_test" / junk, 8)
+    (root / "bounding_box_train" / "Thumbs.db").write_bytes(b"not an image")  # as in Market
+    return root
+
+
+def build_msmt_tree(root: Path, train_dir: str = "train", test_dir: str = "test") -> Path:
+    def entry(folder: str, pid: int, idx: int, cam: int) -> str:
+        rel = f"{pid:04d}/{pid:04d}_{idx:03d}_{cam:02d}_0303morning_{idx:04d}_0.jpg"
+        write_image(root / folder / rel, pid * 100 + idx)
+        return f"{rel} {pid}"
+
+    train = [entry(train_dir, 0, 0, 1), entry(train_dir, 0, 1, 2), entry(train_dir, 1, 2, 1)]
+    val = [entry(train_dir, 2, 3, 2), entry(train_dir, 2, 4, 3)]
+    query = [entry(test_dir, 0, 0, 4)]
+    gallery = [entry(test_dir, 0, 1, 5), entry(test_dir, 1, 2, 4)]
+    for name, lines in [
+        ("list_train.txt", train),
+        ("list_val.txt", val),
+        ("list_query.txt", query),
+        ("list_gallery.txt", gallery),
+    ]:
+        (root / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def build_custom_tree(root: Path, fmt: str = "csv") -> Path:
+    import pandas as pd
+
+    train_rows = []
+    for cam, labels in [("entrance", ["a", "b", "c"]), ("hall", ["x", "y"])]:
+        for label in labels:
+            for k in range(2):
+                rel = f"imgs/{cam}_{label}_{k}.png"
+                write_image(root / rel, len(train_rows))
+                train_rows.append({"path": rel, "camera": cam, "intra_id": label})
+    test_rows = []
+    for i, (cam, pid) in enumerate([("entrance", 5), ("hall", 5), ("hall", 6), ("entrance", 6)]):
+        rel = f"test/{i}.png"
+        write_image(root / rel, 100 + i)
+        test_rows.append({"path": rel, "camera": cam, "pid": pid})
+    tables = {
+        "train": pd.DataFrame(train_rows),
+        "query": pd.DataFrame(test_rows[:2]),
+        "gallery": pd.DataFrame(test_rows[2:]),
+    }
+    for split, table in tables.items():
+        if fmt == "csv":
+            table.to_csv(root / f"{split}.csv", index=False)
+        else:
+            table.to_parquet(root / f"{split}.parquet", index=False)
+    return root
+
+
+@pytest.fixture
+def market_tree(tmp_path: Path) -> Path:
+    return build_market_tree(tmp_path / "market")
