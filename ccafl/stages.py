@@ -1,3 +1,157 @@
 """CLI commands of the training and evaluation stages; heavy imports stay inside handlers."""
 
 from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ccafl.cli import command
+from ccafl.io import write_json
+
+log = logging.getLogger("ccafl")
+
+
+def _paths(*names: str):
+    helps = {
+        "ics_dir": "folder of the ics rule's tables (results/<name>/ics)",
+        "prompt_dir": "folder of the prompt rule's outputs (results/<name>/prompt)",
+        "clip": "caption-pretrained CLIP checkpoint (when clip.pretrained is 'captions')",
+        "out_dir": "folder for the stage's outputs",
+    }
+
+    def arguments(p: argparse.ArgumentParser) -> None:
+        for name in names:
+            flag = "--" + name.replace("_", "-")
+            p.add_argument(flag, type=Path, required=name not in ("clip",), help=helps[name])
+
+    return arguments
+
+
+@command("clip-pretrain", "pretrain the tiny CLIP on the synthetic captions", _paths("out_dir"))
+def _clip_pretrain(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.training.clip_pretrain import pretrain_clip
+    from ccafl.training.zero_shot import zero_shot_attribute_retrieval
+
+    pretrain_clip(config, config["dataset"]["root"], args.out_dir)
+    zero_shot = zero_shot_attribute_retrieval(
+        config, config["dataset"]["root"], args.out_dir / "pretrained.pt"
+    )
+    write_json(zero_shot, args.out_dir / "zero_shot.json")
+
+
+def _prompt_args(p: argparse.ArgumentParser) -> None:
+    _paths("ics_dir", "clip", "out_dir")(p)
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute frozen image features every batch (to measure what the cache saves)",
+    )
+
+
+@command("prompt", "stage 1: learn prompt tokens per ICS id (Eq. 1-3)", _prompt_args)
+def _prompt(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.training.prompt import run_prompt
+
+    run_prompt(
+        config,
+        config["dataset"]["root"],
+        args.ics_dir,
+        args.clip,
+        args.out_dir,
+        use_cache=not args.no_cache,
+    )
+
+
+@command(
+    "intra",
+    "stage 2: intra-camera learning, epochs 1..E_intra (Eq. 4-11, 17)",
+    _paths("ics_dir", "prompt_dir", "clip", "out_dir"),
+)
+def _intra(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.training.intra import run_intra
+    from ccafl.training.state import TrainingData
+
+    data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
+    metrics = run_intra(config, data, args.clip, args.out_dir)
+    log.info("stage 2: %s", metrics)
+
+
+def _inter_args(p: argparse.ArgumentParser) -> None:
+    _paths("ics_dir", "prompt_dir", "clip", "out_dir")(p)
+    p.add_argument("--epoch", type=int, required=True, help="1-based epoch to train")
+    p.add_argument("--previous", type=Path, required=True, help="checkpoint of epoch - 1")
+
+
+@command(
+    "inter-epoch",
+    "stage 3: one epoch of association + inter-camera learning (Eq. 12-20)",
+    _inter_args,
+)
+def _inter_epoch(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.diagnostics import association_diagnostics
+    from ccafl.training.inter import run_inter_epoch
+    from ccafl.training.state import TrainingData
+
+    data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
+    association, metrics = run_inter_epoch(
+        config, data, args.previous, args.clip, args.epoch, args.out_dir
+    )
+    # Diagnostics only: measured after training, from the truth table training never opens.
+    metrics.update(
+        association_diagnostics(
+            association.labels_table(data),
+            association.edges,
+            data.train,
+            args.ics_dir / "train_truth.parquet",
+        )
+    )
+    write_json(metrics, args.out_dir / "metrics.json")
+    if "assoc_precision" in metrics:
+        log.info(
+            "association: precision %.3f recall %.3f F %.3f expansion %.2f",
+            metrics["assoc_precision"],
+            metrics["assoc_recall"],
+            metrics["assoc_f_score"],
+            metrics["assoc_expansion"],
+        )
+
+
+def _final_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, help="last epoch's checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="model file to write")
+
+
+@command("final", "package the last checkpoint as a standalone inference model", _final_args)
+def _final(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.io import save_torch
+    from ccafl.models.factory import build_reid_model, final_model_payload
+    from ccafl.training.common import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = build_reid_model(checkpoint["config"], weights=False)
+    model.load_state_dict(checkpoint["model"])
+    payload = final_model_payload(model, checkpoint["config"], epoch=checkpoint["epoch"])
+    save_torch(payload, args.out)
+    log.info("final model (epoch %d) written to %s", checkpoint["epoch"], args.out)
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    _paths("ics_dir", "clip", "out_dir")(p)
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="final model.pt or a training checkpoint; omit to evaluate the raw CLIP encoder",
+    )
+    p.add_argument("--label", default=None, help="model name written into metrics.json")
+
+
+@command("evaluate", "Market-1501 protocol metrics of a model on query/gallery", _evaluate_args)
+def _evaluate(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.retrieval import evaluate_model, load_model_for_eval
+
+    model = load_model_for_eval(config, args.model, args.clip)
+    label = args.label or (str(args.model) if args.model else f"raw {config['clip']['model']}")
+    evaluate_model(
+        model, config, config["dataset"]["root"], args.ics_dir, args.out_dir, label=label
+    )

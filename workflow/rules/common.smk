@@ -8,6 +8,10 @@ RESULTS = f"results/{DS}"
 LOGS = f"logs/{DS}"
 PYTHON = shlex.quote(sys.executable)
 CCAFL = f"{PYTHON} -m ccafl"
+GPUS = config["resources"]["gpus_per_job"]
+TRAIN = config["train"]
+# What stages 2 and 3 depend on: a change here reruns training, not ICS or the prompts.
+TRAINING_SECTIONS = ("dataset", "input", "clip", "prompt", "train", "eval")
 
 
 def cfg_json(*sections):
@@ -25,5 +29,31 @@ def dataset_inputs():
     return []
 
 
+def uses_caption_clip():
+    return config["clip"]["pretrained"] == "captions"
+
+
+def clip_input(wildcards):
+    return {"clip": f"{RESULTS}/clip/pretrained.pt"} if uses_caption_clip() else {}
+
+
+def clip_arg(wildcards, input):
+    return f"--clip {input.clip}" if uses_caption_clip() else ""
+
+
+def epoch_checkpoint(epoch):
+    if epoch <= TRAIN["intra_epochs"]:
+        return f"{RESULTS}/intra/checkpoint.pt"
+    return f"{RESULTS}/inter/epoch_{epoch:03d}/checkpoint.pt"
+
+
+def previous_checkpoint(wildcards):
+    return epoch_checkpoint(int(wildcards.epoch) - 1)
+
+
+def last_checkpoint():
+    return epoch_checkpoint(max(TRAIN["epochs"], TRAIN["intra_epochs"]))
+
+
 def all_targets():
-    return [f"{RESULTS}/ics/summary.json"]
+    return [f"{RESULTS}/eval/metrics.json"]

@@ -1,0 +1,36 @@
+"""Diagnostics that read the cross-camera person id: association quality per epoch.
+
+This is the only module besides evaluation that opens ``train_truth.parquet``. Training code
+never imports it; the inter-epoch command calls it after an epoch's association is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ccafl.association import association_quality
+
+
+def truth_per_gid(train: pd.DataFrame, truth_path: str | Path) -> np.ndarray | None:
+    """Person id of each gid, or None when the dataset has no training truth (custom data)."""
+    truth = pd.read_parquet(truth_path)
+    if (truth["pid"] < 0).all():
+        return None
+    joined = train[["path", "gid"]].merge(truth, on="path", how="left", validate="one_to_one")
+    per_gid = joined.drop_duplicates("gid").sort_values("gid")
+    return per_gid["pid"].to_numpy()
+
+
+def association_diagnostics(
+    labels: pd.DataFrame, edges: pd.DataFrame, train: pd.DataFrame, truth_path: str | Path
+) -> dict:
+    """Pairwise precision/recall/F and expansion of one epoch's pseudo-labels."""
+    truth = truth_per_gid(train, truth_path)
+    if truth is None:
+        return {}
+    cluster = labels.sort_values("gid")["cluster"].to_numpy()
+    quality = association_quality(cluster, truth, edges=edges)
+    return {f"assoc_{key}": value for key, value in quality.items()}

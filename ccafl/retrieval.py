@@ -1,0 +1,109 @@
+"""The evaluation stage: features of query and gallery, Market-1501 metrics, tables to report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ccafl.evaluation import cmc_at, rank_metrics
+from ccafl.io import write_json, write_parquet
+from ccafl.models.factory import build_reid_model, input_size, load_reid_model
+from ccafl.reranking import k_reciprocal_rerank
+from ccafl.training.common import extract_features, load_checkpoint, pick_device
+
+log = logging.getLogger(__name__)
+
+
+def load_model_for_eval(
+    config: dict, model_path: str | Path | None, clip_path: str | Path | None
+) -> nn.Module:
+    """A final model.pt, a training checkpoint, or (no path) the raw CLIP image encoder."""
+    if model_path is None:
+        return build_reid_model(config, clip_path)
+    payload = load_checkpoint(model_path)
+    if "clip_model_config" in payload:
+        return load_reid_model(model_path)
+    model = build_reid_model(payload["config"], weights=False)
+    model.load_state_dict(payload["model"])
+    return model
+
+
+def evaluate_model(
+    model: nn.Module,
+    config: dict,
+    dataset_root: str | Path,
+    ics_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    label: str = "model",
+) -> dict:
+    device = pick_device()
+    model = model.to(device).eval()
+    ics_dir = Path(ics_dir)
+    query = pd.read_parquet(ics_dir / "query.parquet")
+    gallery = pd.read_parquet(ics_dir / "gallery.parquet")
+
+    def features(table: pd.DataFrame, split: str) -> torch.Tensor:
+        return extract_features(
+            model,
+            dataset_root,
+            table["path"].tolist(),
+            input_size(config),
+            batch_size=config["eval"]["batch_size"],
+            num_workers=config["train"]["num_workers"],
+            device=device,
+            desc=f"{split} features",
+        )
+
+    q_feats, g_feats = features(query, "query"), features(gallery, "gallery")
+    labels = dict(
+        q_pids=query["pid"].to_numpy(),
+        g_pids=gallery["pid"].to_numpy(),
+        q_cams=query["camera"].to_numpy(),
+        g_cams=gallery["camera"].to_numpy(),
+    )
+    if config["eval"]["rerank"]:
+        distmat = k_reciprocal_rerank(q_feats.numpy(), g_feats.numpy())
+        result = rank_metrics(distmat, **labels)
+    else:
+        result = rank_metrics(query_features=q_feats, gallery_features=g_feats, **labels)
+    metrics = {
+        "mAP": float(result["mAP"]),
+        "mINP": float(result["mINP"]),
+        **cmc_at(result),
+        "dataset": config["dataset"]["name"],
+        "model": label,
+        "rerank": bool(config["eval"]["rerank"]),
+        "n_query": int(len(query)),
+        "n_gallery": int(len(gallery)),
+        "n_valid_queries": int(result["n_valid_queries"]),
+        "n_skipped_queries": int(result["n_skipped_queries"]),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_json(metrics, out_dir / "metrics.json")
+        cmc = np.asarray(result["cmc"], dtype=np.float64)
+        write_parquet(
+            pd.DataFrame({"rank": np.arange(1, len(cmc) + 1), "cmc": cmc}), out_dir / "cmc.parquet"
+        )
+        table = pd.concat(
+            [query.assign(split="query"), gallery.assign(split="gallery")], ignore_index=True
+        )
+        all_feats = torch.cat([q_feats, g_feats]).numpy().astype(np.float32)
+        write_parquet(
+            table[["split", "path", "pid", "camera"]].assign(feature=list(all_feats)),
+            out_dir / "features.parquet",
+        )
+    log.info(
+        "%s: mAP %.1f%%, rank-1 %.1f%%, mINP %.1f%%",
+        label,
+        100 * metrics["mAP"],
+        100 * metrics["rank1"],
+        100 * metrics["mINP"],
+    )
+    return metrics

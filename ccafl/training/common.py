@@ -1,0 +1,156 @@
+"""What every training stage shares: device, seeding, schedules, feature extraction, checkpoints.
+
+Checkpoints carry every RNG state, so an epoch recomputed after an interruption equals the
+epoch computed in one go (on CPU; CUDA kernels may be nondeterministic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ccafl.data.images import ImageTable
+from ccafl.data.transforms import test_transform
+from ccafl.io import save_torch, write_parquet
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def lr_factor(epoch: int, warmup_epochs: int, total_epochs: int) -> float:
+    """Linear warm-up from 0.1x over ``warmup_epochs`` (paper: 10), then cosine to 0.01x.
+
+    ``epoch`` is 1-based. The paper states the warm-up only; the cosine tail is our choice
+    (the one CLIP-ReID uses) and is documented in config/README.md.
+    """
+    if warmup_epochs > 0 and epoch <= warmup_epochs:
+        return 0.1 + 0.9 * (epoch - 1) / warmup_epochs
+    span = max(1, total_epochs - warmup_epochs)
+    progress = min(1.0, (epoch - warmup_epochs - 1) / span)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA only: CPU autocast is slower than fp32 for these models."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_loader(dataset: ImageTable, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    root: str | Path,
+    paths: list[str],
+    input_size: tuple[int, int],
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+    which: str = "f",
+    desc: str = "features",
+) -> torch.Tensor:
+    """Un-augmented features of ``paths`` in order: ``f`` (BN-neck) or ``p`` (CLIP projection)."""
+    device = device or pick_device()
+    was_training = model.training
+    model.eval()
+    dataset = ImageTable(root, paths, test_transform(*input_size))
+    chunks = []
+    for images, _ in tqdm(make_loader(dataset, batch_size, num_workers), desc=desc, leave=False):
+        f, p = model(images.to(device, non_blocking=True))
+        chunks.append((f if which == "f" else p).float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+def save_checkpoint(path: str | Path, **parts: Any) -> None:
+    save_torch({**parts, "rng": rng_state(), "saved_at": time.time()}, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class LossLog:
+    """Rows of ``epoch, step, <loss terms>, lr`` written to log.parquet."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def add(self, epoch: int, step: int, lr: float, **terms: float) -> None:
+        self.rows.append({"epoch": epoch, "step": step, **terms, "lr": lr})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def write(self, path: str | Path) -> None:
+        write_parquet(self.frame(), path)
+
+    def epoch_means(self, epoch: int) -> dict[str, float]:
+        frame = self.frame()
+        rows = frame[frame["epoch"] == epoch].drop(columns=["epoch", "step"])
+        return rows.mean(numeric_only=True).to_dict()
+
+
+@contextlib.contextmanager
+def timed(store: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    store[key] = store.get(key, 0.0) + time.perf_counter() - start

@@ -1,0 +1,171 @@
+"""Stage 3 (paper Eq. 12-16, 18-20): one inter-camera epoch, run as one Snakemake job.
+
+Every epoch: un-augmented features -> gid centroids -> association graph (Eq. 12) ->
+pseudo-labels -> prototype memory (Eq. 13) -> one epoch of L_IPCL + L_i2tce_inter + L_GID,
+plus L_ICAL from E_adv. The cross-camera person id is never read here; association quality is
+measured by the caller from the diagnostics-only truth table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ccafl.association import associate
+from ccafl.io import write_parquet
+from ccafl.losses import (
+    ical_loss,
+    ical_targets,
+    image_text_cross_entropy,
+    prototype_contrastive_loss,
+)
+from ccafl.memory import PrototypeMemory, class_mean_features
+from ccafl.training.common import LossLog
+from ccafl.training.intra import epoch_loader, train_features
+from ccafl.training.schedule import active_losses
+from ccafl.training.state import TrainingData, TrainingState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Association:
+    gid_labels: np.ndarray  # pseudo-label of each gid
+    edges: pd.DataFrame  # graph.parquet
+    image_labels: np.ndarray  # pseudo-label of each training image
+
+    def labels_table(self, data: TrainingData) -> pd.DataFrame:
+        per_gid = data.train.drop_duplicates("gid").sort_values("gid")
+        return pd.DataFrame(
+            {
+                "gid": per_gid["gid"].to_numpy(),
+                "camera": per_gid["camera"].to_numpy(),
+                "cluster": self.gid_labels[per_gid["gid"].to_numpy()],
+            }
+        )
+
+
+def associate_identities(
+    features: torch.Tensor, data: TrainingData, threshold: float
+) -> Association:
+    """Eq. 12 on the gid centroids of the current features."""
+    centroids = class_mean_features(features, torch.as_tensor(data.gids), data.n_gids)
+    camera_of_gid = np.zeros(data.n_gids, dtype=np.int64)
+    camera_of_gid[data.gids] = data.cameras
+    gid_labels, edges = associate(centroids.numpy(), camera_of_gid, threshold)
+    gid_labels = np.asarray(gid_labels)
+    return Association(gid_labels, edges, gid_labels[data.gids])
+
+
+def label_text_features(text: torch.Tensor, gid_labels: np.ndarray) -> torch.Tensor:
+    """Eq. 15: the text feature of a pseudo-label is the mean of its gids' t_g."""
+    labels = torch.as_tensor(gid_labels)
+    return class_mean_features(text, labels, int(labels.max()) + 1)
+
+
+def inter_epoch(
+    state: TrainingState,
+    data: TrainingData,
+    association: Association,
+    features: torch.Tensor,
+    epoch: int,
+    loss_log: LossLog,
+) -> None:
+    train = state.config["train"]
+    active = active_losses(epoch, train)
+    lr = state.start_epoch(epoch)
+    device = state.device
+    image_labels = torch.as_tensor(association.image_labels)
+    gid_labels = torch.as_tensor(association.gid_labels).to(device)
+    n_labels = int(gid_labels.max()) + 1
+    prototypes = PrototypeMemory.from_features(features, image_labels).to(device)
+    label_text = label_text_features(data.text_features, association.gid_labels).to(device)
+    gids = torch.as_tensor(data.gids)
+    loader = epoch_loader(state, data, association.image_labels, epoch)
+    for step, (images, index) in enumerate(
+        tqdm(loader, desc=f"epoch {epoch} (inter)", leave=False)
+    ):
+        targets = image_labels[index].to(device)
+        batch_gids = gids[index].to(device)
+        with state.autocast():
+            f, p = state.model(images.to(device, non_blocking=True))
+        f, p = f.float(), p.float()
+        terms = {
+            "loss_ipcl": prototype_contrastive_loss(
+                f, prototypes.prototype_memory(), targets, train["temperature"]
+            )
+        }
+        if active.i2tce:
+            terms["loss_i2tce"] = image_text_cross_entropy(
+                p, label_text, targets, data.logit_scale, train["label_smoothing"]
+            )
+        if active.ical:
+            q, negatives = ical_targets(batch_gids, gid_labels, data.n_gids, train["eps"])
+            logits = state.classifier(f, frozen_weights=True)
+            terms["loss_ical"] = ical_loss(logits, q, negatives)
+        loss = sum(terms.values())
+        state.backbone_step(loss)
+        terms["loss_gid"] = state.classifier_step(f, batch_gids)
+        prototypes.update(F.normalize(f.detach(), dim=1), targets, train["momentum"])
+        loss_log.add(epoch, step, lr, loss=float(loss), **{k: float(v) for k, v in terms.items()})
+    assert n_labels == prototypes.n_labels
+
+
+def run_inter_epoch(
+    config: dict,
+    data: TrainingData,
+    previous_checkpoint: str | Path,
+    clip_path: str | Path | None,
+    epoch: int,
+    out_dir: str | Path,
+) -> tuple[Association, dict]:
+    """Resume from epoch-1's checkpoint, associate, train one epoch, write its artifacts."""
+    start = time.perf_counter()
+    state = TrainingState.resume(previous_checkpoint, config, clip_path, data.n_gids)
+    if state.epoch != epoch - 1:
+        raise ValueError(
+            f"{previous_checkpoint} holds epoch {state.epoch}, but epoch {epoch} needs {epoch - 1}"
+        )
+    timings = {"startup_s": time.perf_counter() - start}
+    tick = time.perf_counter()
+    features = train_features(state, data, f"epoch {epoch} features")
+    association = associate_identities(features, data, config["train"]["threshold"])
+    timings["association_s"] = time.perf_counter() - tick
+    out_dir = Path(out_dir)
+    write_parquet(association.edges, out_dir / "graph.parquet")
+    write_parquet(association.labels_table(data), out_dir / "labels.parquet")
+
+    tick = time.perf_counter()
+    loss_log = LossLog()
+    inter_epoch(state, data, association, features, epoch, loss_log)
+    state.epoch = epoch
+    timings["training_s"] = time.perf_counter() - tick
+    state.save(out_dir / "checkpoint.pt")
+    loss_log.write(out_dir / "log.parquet")
+    n_clusters = int(association.gid_labels.max()) + 1
+    metrics = {
+        "epoch": epoch,
+        "n_gids": data.n_gids,
+        "n_clusters": n_clusters,
+        "n_edges": int(len(association.edges)),
+        **loss_log.epoch_means(epoch),
+        **timings,
+        "seconds": time.perf_counter() - start,
+    }
+    log.info(
+        "epoch %d (inter): %d gids -> %d clusters, loss %.4g, %.1f s",
+        epoch,
+        data.n_gids,
+        n_clusters,
+        metrics["loss"],
+        metrics["seconds"],
+    )
+    return association, metrics

@@ -1,0 +1,160 @@
+"""The training state shared by stages 2 and 3, and its checkpoint round trip.
+
+The global-ID classifier (Eq. 17) has its own optimizer and sees detached features, so L_GID
+never moves the backbone; ICAL (Eq. 18) uses the classifier with frozen weights, so it moves
+only the backbone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ccafl.models.classifier import CosineClassifier
+from ccafl.models.factory import build_reid_model
+from ccafl.training.common import (
+    autocast,
+    load_checkpoint,
+    lr_factor,
+    pick_device,
+    save_checkpoint,
+    set_lr,
+    set_rng_state,
+)
+
+
+@dataclass
+class TrainingData:
+    """What training may read: the ICS table (no person id) and the stage-1 text features."""
+
+    root: Path
+    train: pd.DataFrame
+    text_features: torch.Tensor  # (N_G, D) t_g, row = gid, L2-normalised
+    logit_scale: float
+
+    @property
+    def n_gids(self) -> int:
+        return int(self.train["gid"].max()) + 1
+
+    @property
+    def gids(self) -> np.ndarray:
+        return self.train["gid"].to_numpy()
+
+    @property
+    def cameras(self) -> np.ndarray:
+        return self.train["camera"].to_numpy()
+
+    @classmethod
+    def load(cls, dataset_root: str | Path, ics_dir: str | Path, prompt_dir: str | Path):
+        train = pd.read_parquet(Path(ics_dir) / "train.parquet")
+        if "pid" in train.columns:  # the ICS rule, checked where training reads its input
+            raise ValueError("the training table must not carry the cross-camera person id")
+        text = pd.read_parquet(Path(prompt_dir) / "text_features.parquet").sort_values("gid")
+        features = torch.tensor(np.stack(text["feature"].to_numpy()), dtype=torch.float32)
+        meta = torch.load(Path(prompt_dir) / "prompt_tokens.pt", map_location="cpu")
+        return cls(
+            Path(dataset_root),
+            train,
+            nn.functional.normalize(features, dim=1),
+            float(meta["logit_scale"]),
+        )
+
+
+@dataclass
+class TrainingState:
+    config: dict
+    model: nn.Module
+    classifier: CosineClassifier
+    optimizer: torch.optim.Optimizer
+    classifier_optimizer: torch.optim.Optimizer
+    device: torch.device
+    epoch: int = 0  # last finished epoch
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, config: dict, clip_path: str | Path | None, n_gids: int) -> TrainingState:
+        device = pick_device()
+        train = config["train"]
+        model = build_reid_model(config, clip_path).to(device)
+        classifier = CosineClassifier(n_gids, model.feat_dim, train["classifier_temperature"])
+        classifier.to(device)
+        optimizer = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=train["lr"],
+            weight_decay=train["weight_decay"],
+        )
+        classifier_optimizer = torch.optim.Adam(classifier.parameters(), lr=train["classifier_lr"])
+        return cls(config, model, classifier, optimizer, classifier_optimizer, device)
+
+    def start_epoch(self, epoch: int) -> float:
+        train = self.config["train"]
+        factor = lr_factor(epoch, train["warmup_epochs"], train["epochs"])
+        set_lr(self.optimizer, train["lr"] * factor)
+        set_lr(self.classifier_optimizer, train["classifier_lr"] * factor)
+        self.model.train()
+        self.classifier.train()
+        return train["lr"] * factor
+
+    def autocast(self):
+        return autocast(self.device, self.config["train"]["amp"])
+
+    def backbone_step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def classifier_step(self, feats: torch.Tensor, gids: torch.Tensor) -> torch.Tensor:
+        """L_GID (Eq. 17) on detached features: trains the classifier only."""
+        from ccafl.losses import gid_classifier_loss
+
+        loss = gid_classifier_loss(self.classifier(feats.detach().float()), gids)
+        self.classifier_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.classifier_optimizer.step()
+        return loss.detach()
+
+    def save(self, path: str | Path, **extra: Any) -> None:
+        save_checkpoint(
+            path,
+            epoch=self.epoch,
+            model=self.model.state_dict(),
+            classifier=self.classifier.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            classifier_optimizer=self.classifier_optimizer.state_dict(),
+            config=self.config,
+            **extra,
+        )
+
+    @classmethod
+    def resume(
+        cls, path: str | Path, config: dict, clip_path: str | Path | None, n_gids: int
+    ) -> TrainingState:
+        """Rebuild from a checkpoint, RNG states included; ``clip_path`` only shapes the model."""
+        checkpoint = load_checkpoint(path)
+        state = cls.create(config, clip_path, n_gids)
+        state.model.load_state_dict(checkpoint["model"])
+        state.classifier.load_state_dict(checkpoint["classifier"])
+        state.optimizer.load_state_dict(checkpoint["optimizer"])
+        state.classifier_optimizer.load_state_dict(checkpoint["classifier_optimizer"])
+        state.epoch = int(checkpoint["epoch"])
+        state.extra = {k: v for k, v in checkpoint.items() if k not in _CORE_KEYS}
+        set_rng_state(checkpoint["rng"])
+        return state
+
+
+_CORE_KEYS = {
+    "epoch",
+    "model",
+    "classifier",
+    "optimizer",
+    "classifier_optimizer",
+    "config",
+    "rng",
+    "saved_at",
+}

@@ -1,0 +1,50 @@
+# Stage 3: one job per inter-camera epoch k = E_intra+1 .. E (paper Eq. 12-20), so every epoch's
+# association graph is an artifact and an interrupted run resumes at the last finished epoch.
+
+
+rule inter_epoch:
+    input:
+        unpack(clip_input),
+        previous=previous_checkpoint,
+        train=f"{RESULTS}/ics/train.parquet",
+        text=f"{RESULTS}/prompt/text_features.parquet",
+    output:
+        checkpoint=f"{RESULTS}/inter/epoch_{{epoch}}/checkpoint.pt",
+        graph=f"{RESULTS}/inter/epoch_{{epoch}}/graph.parquet",
+        labels=f"{RESULTS}/inter/epoch_{{epoch}}/labels.parquet",
+        log=f"{RESULTS}/inter/epoch_{{epoch}}/log.parquet",
+        metrics=f"{RESULTS}/inter/epoch_{{epoch}}/metrics.json",
+    wildcard_constraints:
+        epoch=r"\d{3}",
+    params:
+        cfg=cfg_json(*TRAINING_SECTIONS),
+        clip=clip_arg,
+        ics_dir=f"{RESULTS}/ics",
+        prompt_dir=f"{RESULTS}/prompt",
+        out_dir=lambda w: f"{RESULTS}/inter/epoch_{w.epoch}",
+        epoch=lambda w: int(w.epoch),
+    resources:
+        gpu=GPUS,
+    group:
+        "training"
+    log:
+        f"{LOGS}/inter_epoch_{{epoch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/inter_epoch_{{epoch}}.tsv"
+    shell:
+        "{CCAFL} inter-epoch --set {params.cfg} {params.clip} --epoch {params.epoch} "
+        "--previous {input.previous} --ics-dir {params.ics_dir} "
+        "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule final:
+    input:
+        checkpoint=last_checkpoint(),
+    output:
+        model=f"{RESULTS}/final/model.pt",
+    log:
+        f"{LOGS}/final.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/final.tsv"
+    shell:
+        "{CCAFL} final --checkpoint {input.checkpoint} --out {output.model} > {log} 2>&1"
