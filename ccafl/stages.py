@@ -155,3 +155,21 @@ def _evaluate(args: argparse.Namespace, config: dict) -> None:
     evaluate_model(
         model, config, config["dataset"]["root"], args.ics_dir, args.out_dir, label=label
     )
+
+
+def _variant_table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group", choices=["variants", "sweeps"], default="variants")
+    p.add_argument("--results-dir", type=Path, required=True, help="results/<name>")
+    p.add_argument("--out", type=Path, required=True, help="markdown table to write")
+
+
+@command(
+    "variant-table",
+    "collect mAP/rank-1 of every ablation variant (or sweep) and seed into a table",
+    _variant_table_args,
+)
+def _variant_table(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.ablation import write_variant_table
+
+    table = write_variant_table(config, args.results_dir, args.out, args.group)
+    log.info("%d runs collected into %s", len(table), args.out)

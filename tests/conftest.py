@@ -96,3 +96,69 @@ def build_custom_tree(root: Path, fmt: str = "csv") -> Path:
 @pytest.fixture
 def market_tree(tmp_path: Path) -> Path:
     return build_market_tree(tmp_path / "market")
+
+
+TINY_SYNTHETIC = {
+    "seed": 3,
+    "n_cameras": 3,
+    "n_train_ids": 16,
+    "n_test_ids": 10,
+    "n_pretrain_ids": 24,
+    "cameras_per_id": [2, 3],
+    "frames_per_camera": [2, 3],
+    "n_distractors": 4,
+    "n_junk": 2,
+}
+
+
+def tiny_config(root: Path, **sections: dict) -> dict:
+    """A validated config for a tiny synthetic run with a random-init tiny CLIP."""
+    from ccafl.config import deep_merge, validate
+
+    base = {
+        "dataset": {"name": "tiny", "format": "synthetic", "root": str(root)},
+        "synthetic": TINY_SYNTHETIC,
+        "input": {"height": 64, "width": 32},
+        "clip": {"model": "ccafl-tiny-rn", "pretrained": "captions"},
+        "clip_pretrain": {"epochs": 2, "batch_size": 32},
+        "prompt": {"epochs": 40, "batch_size": 32, "lr": 3.5e-3},
+        "train": {
+            "epochs": 4,
+            "intra_epochs": 2,
+            "adv_start": 4,
+            "warmup_epochs": 1,
+            "P": 4,
+            "K": 4,
+            "iters_per_epoch": 4,
+            "num_workers": 0,
+            "threshold": 1.5,
+        },
+        "eval": {"batch_size": 64},
+    }
+    return validate(deep_merge(base, sections))
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A rendered tiny synthetic benchmark and its ICS tables, shared by the training tests."""
+    from ccafl.data.ics import build_ics
+    from ccafl.data.synthetic import SyntheticSpec, synthesize
+
+    base = tmp_path_factory.mktemp("tiny")
+    root = base / "dataset"
+    from ccafl.training.clip_pretrain import pretrain_clip
+
+    synthesize(root, SyntheticSpec.from_config(TINY_SYNTHETIC), progress=False)
+    build_ics(root, "synthetic", base / "ics")
+    # A random CLIP maps all images to nearly one direction; a short caption pretraining
+    # gives the features the spread that the stage tests need (as the pipeline does).
+    config = tiny_config(
+        root, clip={"pretrained": "captions"}, clip_pretrain={"epochs": 40, "lr": 3e-3}
+    )
+    pretrain_clip(config, root, base / "clip")
+    return {
+        "root": root,
+        "ics": base / "ics",
+        "base": base,
+        "clip": base / "clip" / "pretrained.pt",
+    }

@@ -113,7 +113,7 @@ def pretrain_clip(config: dict, dataset_root: str | Path, out_dir: str | Path) -
             scheduler.step()
             with torch.no_grad():  # CLIP clamps its temperature at 100
                 clip.logit_scale.clamp_(0, math.log(100))
-            loss_log.add(epoch, step, scheduler.get_last_lr()[0], loss_infonce=float(loss))
+            loss_log.add(epoch, step, scheduler.get_last_lr()[0], loss_infonce=float(loss.detach()))
         bar.set_postfix(loss=f"{loss_log.epoch_means(epoch)['loss_infonce']:.3f}")
     seconds = time.perf_counter() - start
 
@@ -126,7 +126,7 @@ def pretrain_clip(config: dict, dataset_root: str | Path, out_dir: str | Path) -
         "epochs": cfg["epochs"],
         "seconds": round(seconds, 1),
         "final_loss": float(loss_log.epoch_means(cfg["epochs"])["loss_infonce"]),
-        "logit_scale": float(clip.logit_scale.exp()),
+        "logit_scale": float(clip.logit_scale.detach().exp()),
     }
     write_json(metrics, out_dir / "metrics.json")
     log.info("clip pretraining: %s", metrics)

@@ -47,7 +47,8 @@ def train_features(state: TrainingState, data: TrainingData, desc: str) -> torch
         data.root,
         data.train["path"].tolist(),
         input_size(state.config),
-        batch_size=state.config["eval"]["batch_size"],
+        # A training-section size, so evaluation settings never trigger retraining.
+        batch_size=2 * state.config["train"]["P"] * state.config["train"]["K"],
         num_workers=state.config["train"]["num_workers"],
         device=state.device,
         desc=desc,

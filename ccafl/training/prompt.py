@@ -46,7 +46,7 @@ def train_prompts(
 ) -> dict:
     """Returns the learner, text features (N_G, D), loss log and diagnostics."""
     cfg = config["prompt"]
-    seed_everything(config["train"]["seed"])
+    seed_everything(cfg["seed"])
     device = pick_device()
     clip = build_clip(config, clip_path).to(device).eval()
     clip.requires_grad_(False)
@@ -55,10 +55,11 @@ def train_prompts(
     n_gids = int(train["gid"].max()) + 1
     learner = PromptLearner(clip, n_gids, cfg["n_tokens"]).to(device)
     logit_scale = float(clip.logit_scale.exp())
-    gids = torch.as_tensor(train["gid"].to_numpy(), device=device)
+    gids = torch.as_tensor(train["gid"].to_numpy().copy(), device=device)
     paths = train["path"].tolist()
     size = input_size(config)
-    num_workers = config["train"]["num_workers"]
+    # Stage 1 reads no train.* key, so ablation variants of stages 2-3 share its outputs.
+    num_workers = 0
 
     def features_of(indices: list[str] | None = None) -> torch.Tensor:
         return extract_features(
@@ -66,7 +67,7 @@ def train_prompts(
             dataset_root,
             paths if indices is None else indices,
             size,
-            batch_size=config["eval"]["batch_size"],
+            batch_size=cfg["batch_size"],
             num_workers=num_workers,
             device=device,
             which="p",
@@ -83,7 +84,7 @@ def train_prompts(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=cfg["epochs"] * steps_per_epoch
     )
-    generator = torch.Generator().manual_seed(config["train"]["seed"])
+    generator = torch.Generator().manual_seed(cfg["seed"])
     loss_log = LossLog()
     start = time.perf_counter()
     bar = tqdm(range(1, cfg["epochs"] + 1), desc="stage 1 (prompt)", disable=not progress)
@@ -102,7 +103,7 @@ def train_prompts(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_log.add(epoch, step, scheduler.get_last_lr()[0], loss_prompt=float(loss))
+            loss_log.add(epoch, step, scheduler.get_last_lr()[0], loss_prompt=float(loss.detach()))
         bar.set_postfix(loss=f"{loss_log.epoch_means(epoch)['loss_prompt']:.3f}")
     timings["training_s"] = time.perf_counter() - start
 

@@ -1,7 +1,11 @@
 # Config look-ups and input functions shared by the stage files.
-import json
+#
+# Per-run rules (prompt .. evaluate) have a `{run}` path prefix: "" for the main run,
+# "ablation/<variant>-s<seed>/" for a variant (ccafl.ablation); each run has its own config.
 import shlex
 import sys
+
+from ccafl.ablation import run_config, runs, sections_json
 
 DS = config["dataset"]["name"]
 RESULTS = f"results/{DS}"
@@ -9,17 +13,28 @@ LOGS = f"logs/{DS}"
 PYTHON = shlex.quote(sys.executable)
 CCAFL = f"{PYTHON} -m ccafl"
 GPUS = config["resources"]["gpus_per_job"]
-TRAIN = config["train"]
+RUN = "{run}"
 # What stages 2 and 3 depend on: a change here reruns training, not ICS or the prompts.
-TRAINING_SECTIONS = ("dataset", "input", "clip", "prompt", "train", "eval")
+TRAINING_SECTIONS = ("dataset", "input", "clip", "prompt", "train")
+PROMPT_SECTIONS = ("dataset", "input", "clip", "prompt")
 
 
-def cfg_json(*sections):
+wildcard_constraints:
+    run=r"(ablation/[A-Za-z0-9_.+=-]+-s\d+/)?",
+    epoch=r"\d{3}",
+
+
+def cfg_json(*sections, run=""):
     """The config sections a stage depends on, as one shell-quoted JSON argument.
 
     Passed as a param, so Snakemake reruns a stage exactly when these sections change.
     """
-    return shlex.quote(json.dumps({s: config[s] for s in sections}, sort_keys=True))
+    return shlex.quote(sections_json(run_config(config, run), sections))
+
+
+def run_cfg(*sections):
+    """cfg_json for the run of the job's `{run}` wildcard."""
+    return lambda wildcards: cfg_json(*sections, run=wildcards.run)
 
 
 def dataset_inputs():
@@ -29,31 +44,67 @@ def dataset_inputs():
     return []
 
 
-def uses_caption_clip():
-    return config["clip"]["pretrained"] == "captions"
+def uses_caption_clip(run=""):
+    return run_config(config, run)["clip"]["pretrained"] == "captions"
+
+
+def prompt_run(run):
+    """Variants whose stage-1 config equals the main run's reuse the main run's prompts."""
+    same = sections_json(run_config(config, run), PROMPT_SECTIONS) == sections_json(
+        config, PROMPT_SECTIONS
+    )
+    return "" if same else run
+
+
+def prompt_dir(wildcards):
+    return f"{RESULTS}/{prompt_run(wildcards.run)}prompt"
+
+
+def text_features(wildcards):
+    return f"{prompt_dir(wildcards)}/text_features.parquet"
 
 
 def clip_input(wildcards):
-    return {"clip": f"{RESULTS}/clip/pretrained.pt"} if uses_caption_clip() else {}
+    return {"clip": f"{RESULTS}/clip/pretrained.pt"} if uses_caption_clip(wildcards.run) else {}
 
 
 def clip_arg(wildcards, input):
-    return f"--clip {input.clip}" if uses_caption_clip() else ""
+    return f"--clip {input.clip}" if "clip" in input.keys() else ""
 
 
-def epoch_checkpoint(epoch):
-    if epoch <= TRAIN["intra_epochs"]:
-        return f"{RESULTS}/intra/checkpoint.pt"
-    return f"{RESULTS}/inter/epoch_{epoch:03d}/checkpoint.pt"
+def epoch_checkpoint(run, epoch):
+    train = run_config(config, run)["train"]
+    if epoch <= train["intra_epochs"]:
+        return f"{RESULTS}/{run}intra/checkpoint.pt"
+    return f"{RESULTS}/{run}inter/epoch_{epoch:03d}/checkpoint.pt"
 
 
 def previous_checkpoint(wildcards):
-    return epoch_checkpoint(int(wildcards.epoch) - 1)
+    return epoch_checkpoint(wildcards.run, int(wildcards.epoch) - 1)
 
 
-def last_checkpoint():
-    return epoch_checkpoint(max(TRAIN["epochs"], TRAIN["intra_epochs"]))
+def last_checkpoint(wildcards):
+    train = run_config(config, wildcards.run)["train"]
+    return epoch_checkpoint(wildcards.run, max(train["epochs"], train["intra_epochs"]))
+
+
+def inter_epochs(run=""):
+    train = run_config(config, run)["train"]
+    return list(range(train["intra_epochs"] + 1, train["epochs"] + 1))
+
+
+def run_metrics(group):
+    return [f"{RESULTS}/{run}eval/metrics.json" for run in runs(config, group)]
+
+
+def epoch_artifacts(run=""):
+    """Every inter epoch's association graph and metrics: deleting one regenerates it."""
+    return [
+        f"{RESULTS}/{run}inter/epoch_{epoch:03d}/{name}"
+        for epoch in inter_epochs(run)
+        for name in ("graph.parquet", "metrics.json")
+    ]
 
 
 def all_targets():
-    return [f"{RESULTS}/eval/metrics.json"]
+    return [f"{RESULTS}/eval/metrics.json", *epoch_artifacts()]

@@ -1,25 +1,54 @@
-# Evaluation under the Market-1501 protocol (mAP, mINP, CMC).
+# Evaluation under the Market-1501 protocol (mAP, mINP, CMC), and the variant tables.
 
 
 rule evaluate:
     input:
-        model=f"{RESULTS}/final/model.pt",
+        model=f"{RESULTS}/{RUN}final/model.pt",
         query=f"{RESULTS}/ics/query.parquet",
         gallery=f"{RESULTS}/ics/gallery.parquet",
     output:
-        metrics=f"{RESULTS}/eval/metrics.json",
-        cmc=f"{RESULTS}/eval/cmc.parquet",
-        features=f"{RESULTS}/eval/features.parquet",
+        metrics=f"{RESULTS}/{RUN}eval/metrics.json",
+        cmc=f"{RESULTS}/{RUN}eval/cmc.parquet",
+        features=f"{RESULTS}/{RUN}eval/features.parquet",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "train", "eval"),
+        cfg=run_cfg("dataset", "input", "clip", "train", "eval"),
         ics_dir=f"{RESULTS}/ics",
-        out_dir=f"{RESULTS}/eval",
+        out_dir=lambda w: f"{RESULTS}/{w.run}eval",
+        label=lambda w: w.run.removeprefix("ablation/").rstrip("/") or "CCAFL",
     resources:
         gpu=GPUS,
     log:
-        f"{LOGS}/evaluate.log",
+        f"{LOGS}/{RUN}evaluate.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate.tsv"
+        f"{RESULTS}/{RUN}benchmarks/evaluate.tsv"
     shell:
-        "{CCAFL} evaluate --set {params.cfg} --model {input.model} --label CCAFL "
+        "{CCAFL} evaluate --set {params.cfg} --model {input.model} --label {params.label} "
         "--ics-dir {params.ics_dir} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule ablation:
+    input:
+        run_metrics("variants"),
+    output:
+        table=f"{RESULTS}/ablation/table.md",
+    params:
+        cfg=cfg_json(*config),
+    log:
+        f"{LOGS}/ablation.log",
+    shell:
+        "{CCAFL} variant-table --set {params.cfg} --group variants "
+        "--results-dir {RESULTS} --out {output.table} > {log} 2>&1"
+
+
+rule sweep:
+    input:
+        run_metrics("sweeps"),
+    output:
+        table=f"{RESULTS}/ablation/sweep.md",
+    params:
+        cfg=cfg_json(*config),
+    log:
+        f"{LOGS}/sweep.log",
+    shell:
+        "{CCAFL} variant-table --set {params.cfg} --group sweeps "
+        "--results-dir {RESULTS} --out {output.table} > {log} 2>&1"

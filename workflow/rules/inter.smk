@@ -7,30 +7,28 @@ rule inter_epoch:
         unpack(clip_input),
         previous=previous_checkpoint,
         train=f"{RESULTS}/ics/train.parquet",
-        text=f"{RESULTS}/prompt/text_features.parquet",
+        text=text_features,
     output:
-        checkpoint=f"{RESULTS}/inter/epoch_{{epoch}}/checkpoint.pt",
-        graph=f"{RESULTS}/inter/epoch_{{epoch}}/graph.parquet",
-        labels=f"{RESULTS}/inter/epoch_{{epoch}}/labels.parquet",
-        log=f"{RESULTS}/inter/epoch_{{epoch}}/log.parquet",
-        metrics=f"{RESULTS}/inter/epoch_{{epoch}}/metrics.json",
-    wildcard_constraints:
-        epoch=r"\d{3}",
+        checkpoint=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/checkpoint.pt",
+        graph=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/graph.parquet",
+        labels=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/labels.parquet",
+        log=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/log.parquet",
+        metrics=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/metrics.json",
     params:
-        cfg=cfg_json(*TRAINING_SECTIONS),
+        cfg=run_cfg(*TRAINING_SECTIONS),
         clip=clip_arg,
         ics_dir=f"{RESULTS}/ics",
-        prompt_dir=f"{RESULTS}/prompt",
-        out_dir=lambda w: f"{RESULTS}/inter/epoch_{w.epoch}",
+        prompt_dir=prompt_dir,
+        out_dir=lambda w: f"{RESULTS}/{w.run}inter/epoch_{w.epoch}",
         epoch=lambda w: int(w.epoch),
     resources:
         gpu=GPUS,
     group:
         "training"
     log:
-        f"{LOGS}/inter_epoch_{{epoch}}.log",
+        f"{LOGS}/{RUN}inter_epoch_{{epoch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/inter_epoch_{{epoch}}.tsv"
+        f"{RESULTS}/{RUN}benchmarks/inter_epoch_{{epoch}}.tsv"
     shell:
         "{CCAFL} inter-epoch --set {params.cfg} {params.clip} --epoch {params.epoch} "
         "--previous {input.previous} --ics-dir {params.ics_dir} "
@@ -39,12 +37,12 @@ rule inter_epoch:
 
 rule final:
     input:
-        checkpoint=last_checkpoint(),
+        checkpoint=last_checkpoint,
     output:
-        model=f"{RESULTS}/final/model.pt",
+        model=f"{RESULTS}/{RUN}final/model.pt",
     log:
-        f"{LOGS}/final.log",
+        f"{LOGS}/{RUN}final.log",
     benchmark:
-        f"{RESULTS}/benchmarks/final.tsv"
+        f"{RESULTS}/{RUN}benchmarks/final.tsv"
     shell:
         "{CCAFL} final --checkpoint {input.checkpoint} --out {output.model} > {log} 2>&1"

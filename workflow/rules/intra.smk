@@ -5,24 +5,24 @@ rule intra:
     input:
         unpack(clip_input),
         train=f"{RESULTS}/ics/train.parquet",
-        text=f"{RESULTS}/prompt/text_features.parquet",
+        text=text_features,
     output:
-        checkpoint=f"{RESULTS}/intra/checkpoint.pt",
-        log=f"{RESULTS}/intra/log.parquet",
+        checkpoint=f"{RESULTS}/{RUN}intra/checkpoint.pt",
+        log=f"{RESULTS}/{RUN}intra/log.parquet",
     params:
-        cfg=cfg_json(*TRAINING_SECTIONS),
+        cfg=run_cfg(*TRAINING_SECTIONS),
         clip=clip_arg,
         ics_dir=f"{RESULTS}/ics",
-        prompt_dir=f"{RESULTS}/prompt",
-        out_dir=f"{RESULTS}/intra",
+        prompt_dir=prompt_dir,
+        out_dir=lambda w: f"{RESULTS}/{w.run}intra",
     resources:
         gpu=GPUS,
     group:
         "training"
     log:
-        f"{LOGS}/intra.log",
+        f"{LOGS}/{RUN}intra.log",
     benchmark:
-        f"{RESULTS}/benchmarks/intra.tsv"
+        f"{RESULTS}/{RUN}benchmarks/intra.tsv"
     shell:
         "{CCAFL} intra --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
         "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"

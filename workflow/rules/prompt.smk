@@ -6,22 +6,22 @@ rule prompt:
         unpack(clip_input),
         train=f"{RESULTS}/ics/train.parquet",
     output:
-        tokens=f"{RESULTS}/prompt/prompt_tokens.pt",
-        text=f"{RESULTS}/prompt/text_features.parquet",
-        log=f"{RESULTS}/prompt/log.parquet",
+        tokens=f"{RESULTS}/{RUN}prompt/prompt_tokens.pt",
+        text=f"{RESULTS}/{RUN}prompt/text_features.parquet",
+        log=f"{RESULTS}/{RUN}prompt/log.parquet",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "prompt", "train", "eval"),
+        cfg=run_cfg(*PROMPT_SECTIONS),
         clip=clip_arg,
         ics_dir=f"{RESULTS}/ics",
-        out_dir=f"{RESULTS}/prompt",
+        out_dir=lambda w: f"{RESULTS}/{w.run}prompt",
     resources:
         gpu=GPUS,
     group:
         "training"
     log:
-        f"{LOGS}/prompt.log",
+        f"{LOGS}/{RUN}prompt.log",
     benchmark:
-        f"{RESULTS}/benchmarks/prompt.tsv"
+        f"{RESULTS}/{RUN}benchmarks/prompt.tsv"
     shell:
         "{CCAFL} prompt --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
         "--out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,425 @@
+"""Cross-camera ID association (paper Eq. 12): mutual per-camera nearest neighbours -> graph.
+
+Every inter-camera epoch turns one centroid per global ICS id (gid) into pseudo-labels:
+
+1. Centroids are L2-normalised, so the threshold T of the paper (1.7 Market-1501, 1.5 Duke and
+   MSMT17) is a Euclidean distance in [0, 2]: ``dist = sqrt(2 - 2 cos)``.
+2. For every gid and every *other* camera, faiss finds its nearest gid in that camera: one flat
+   inner-product index per camera, every gid queried against it with k=1 (N_G x n_cameras
+   searches; the N_G x N_G distance matrix is never held, query rows go through in chunks).
+3. Edge (i, j) iff the cameras differ, dist < T, and the two are each other's nearest neighbour
+   in the other's camera (Eq. 12).
+4. Connected components (networkx) are the pseudo-labels, after breaking camera conflicts:
+   a person appears at most once per camera, so a component holding two gids of one camera is
+   wrong somewhere. While a component has a conflict its longest edge is removed and its
+   components recomputed (see :func:`conflict_free_components` for the efficient equivalent).
+
+The search is exact and costs N_G^2 * D multiply-adds: seconds on a CPU for real ICS sets
+(thousands of gids), but ~3.8e13 flops at 100k x 2048, minutes on a 2-core CPU
+(benchmarks/bench_association.py); there the GPU index is the way. Host memory stays about the
+input plus one camera's vectors, never N_G^2.
+
+The cross-camera person id is never used here; :func:`association_quality` compares the result
+with it for diagnostics only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faiss
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "EDGE_COLUMNS",
+    "AssociationGraph",
+    "associate",
+    "associate_graph",
+    "association_quality",
+    "conflict_free_components",
+    "faiss_has_gpu",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``inter/epoch_k/graph.parquet`` (DESIGN.md section 4), in this order.
+EDGE_COLUMNS = ("src_gid", "dst_gid", "src_camera", "dst_camera", "distance")
+
+# Query rows per faiss call: bounds the normalised copy of a chunk (16 Mi floats = 64 MiB).
+_CHUNK_FLOATS = 1 << 24
+
+
+@dataclass(frozen=True)
+class AssociationGraph:
+    """Everything one association step decided, removed edges included.
+
+    ``edges`` holds every mutual-nearest edge under the threshold with the five
+    :data:`EDGE_COLUMNS` followed by a boolean ``kept``: False for the edges removed to break
+    camera conflicts. ``labels`` are the connected components of the kept edges.
+    """
+
+    labels: np.ndarray
+    edges: pd.DataFrame
+    n_conflicted_components: int
+
+    @property
+    def kept_edges(self) -> pd.DataFrame:
+        """The graph.parquet table: kept edges, exactly the contract columns."""
+        kept = self.edges.loc[self.edges["kept"].to_numpy(), list(EDGE_COLUMNS)]
+        return kept.reset_index(drop=True)
+
+
+def faiss_has_gpu() -> bool:
+    """True when the installed faiss is a GPU build and sees at least one GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def associate(
+    centroids: np.ndarray,
+    cameras: np.ndarray,
+    threshold: float,
+    *,
+    use_gpu: bool | None = None,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Pseudo-label per gid and the kept association edges (the graph.parquet table).
+
+    ``centroids`` (N_G, D): one row per gid (gid = row index), L2-normalised here, so
+    ``threshold`` is a Euclidean distance between unit vectors in [0, 2] as in the paper.
+    ``cameras`` (N_G,): camera of each gid (any ints). ``use_gpu``: None uses a faiss GPU
+    index when faiss has one, True requires it, False forces the CPU.
+
+    Returns ``labels`` (int64, contiguous 0..Z-1, numbered by the smallest gid of each
+    cluster, singletons included) and ``edges`` with exactly :data:`EDGE_COLUMNS`
+    (ids int64, distance float32, src_gid < dst_gid, sorted). The edges removed to break
+    camera conflicts are in :func:`associate_graph`.
+    """
+    graph = associate_graph(centroids, cameras, threshold, use_gpu=use_gpu)
+    return graph.labels, graph.kept_edges
+
+
+def associate_graph(
+    centroids: np.ndarray,
+    cameras: np.ndarray,
+    threshold: float,
+    *,
+    use_gpu: bool | None = None,
+) -> AssociationGraph:
+    """:func:`associate` with the removed edges kept in view (``edges["kept"]``)."""
+    vectors, camera_values, camera_codes = _validate(centroids, cameras, threshold)
+    n_gids = vectors.shape[0]
+    norms = _row_norms(vectors)
+    nearest_gid = _nearest_per_camera(vectors, norms, camera_codes, len(camera_values), use_gpu)
+    src, dst = _mutual_pairs(nearest_gid, camera_codes)
+    distance = _pair_distances(vectors, norms, src, dst)
+    # Compare the stored float32 value, so every written edge satisfies distance < T.
+    below = distance.astype(np.float64) < threshold
+    src, dst, distance = src[below], dst[below], distance[below]
+    labels, kept, n_conflicted = _components(n_gids, camera_codes, src, dst, distance)
+    edges = pd.DataFrame(
+        {
+            "src_gid": src,
+            "dst_gid": dst,
+            "src_camera": camera_values[camera_codes[src]].astype(np.int64),
+            "dst_camera": camera_values[camera_codes[dst]].astype(np.int64),
+            "distance": distance,
+            "kept": kept,
+        }
+    )
+    logger.debug(
+        "association: %d gids, %d cameras, %d edges (%d removed), %d clusters, %d conflicted",
+        n_gids,
+        len(camera_values),
+        len(edges),
+        int((~kept).sum()),
+        int(labels.max()) + 1 if n_gids else 0,
+        n_conflicted,
+    )
+    return AssociationGraph(labels=labels, edges=edges, n_conflicted_components=n_conflicted)
+
+
+def conflict_free_components(
+    n_gids: int,
+    cameras: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    distance: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Components of the graph with no two gids of one camera; returns (labels, kept).
+
+    The rule: while a component holds two gids of one camera, remove its longest edge and
+    recompute that component's components. Ties between equal distances are broken by the
+    edge key ``(distance, src, dst)``: the largest key goes first. Only components with a
+    conflict are touched.
+
+    Done literally this costs one component search per removed edge. Since a component's
+    edges go in descending key order, every piece the rule produces is a component of "the
+    edges with key <= t" for some t, i.e. a node of the single-linkage tree of that
+    component, and the rule stops at the largest conflict-free nodes. So the conflicted
+    components are replayed bottom-up instead (Kruskal order, union-find): two clusters merge
+    if neither is closed and their camera sets are disjoint; otherwise both are closed (their
+    parent in the tree has a conflict). An edge is kept iff it merged two clusters or joined
+    a cluster to itself before that cluster closed: exactly the edges the literal rule leaves.
+    O(E log E) instead of O(E^2); tests check it against the literal rule.
+
+    ``labels`` are contiguous, numbered by the smallest gid of each cluster.
+    """
+    codes = np.unique(np.asarray(cameras), return_inverse=True)[1].astype(np.int64).ravel()
+    if codes.shape != (n_gids,):
+        raise ValueError(f"cameras must be ({n_gids},), got shape {np.shape(cameras)}")
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    distance = np.asarray(distance)
+    labels, kept, _ = _components(n_gids, codes, src, dst, distance)
+    return labels, kept
+
+
+def association_quality(
+    labels: np.ndarray,
+    truth: np.ndarray,
+    *,
+    edges: pd.DataFrame | None = None,
+) -> dict[str, float | int]:
+    """Pairwise precision/recall/F of gid-level pseudo-labels against true person ids.
+
+    Diagnostics only (truth must never reach training). Pairs are counted from the
+    contingency table of (label, truth), never enumerated. Degenerate cases follow the
+    "nothing claimed, nothing wrong" convention: no predicted pair -> precision 1.0 (no false
+    merge was made), no true pair -> recall 1.0 (nothing to find); F is 0.0 when both
+    precision and recall are 0. ``expansion`` is the mean number of distinct clusters a true
+    identity is split over (1.0 = never split). With ``edges`` (a graph.parquet table) also
+    ``edge_precision``: the share of edges joining gids of one true identity (1.0 if none).
+    """
+    labels = np.asarray(labels)
+    truth = np.asarray(truth)
+    if labels.shape != truth.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and truth {truth.shape} must be equal 1-D")
+    _, label_codes = np.unique(labels, return_inverse=True)
+    _, truth_codes = np.unique(truth, return_inverse=True)
+    n_labels = int(label_codes.max()) + 1 if labels.size else 0
+    n_truth = int(truth_codes.max()) + 1 if truth.size else 0
+    cells = label_codes.astype(np.int64) * max(n_truth, 1) + truth_codes
+    _, cell_sizes = np.unique(cells, return_counts=True)
+
+    true_positive = _pairs(cell_sizes)
+    predicted = _pairs(np.bincount(label_codes, minlength=n_labels))
+    actual = _pairs(np.bincount(truth_codes, minlength=n_truth))
+    precision = true_positive / predicted if predicted else 1.0
+    recall = true_positive / actual if actual else 1.0
+    f_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    quality: dict[str, float | int] = {
+        "precision": float(precision),
+        "recall": float(recall),
+        "f_score": float(f_score),
+        "expansion": float(len(cell_sizes) / n_truth) if n_truth else 1.0,
+        "n_gids": int(labels.size),
+        "n_clusters": n_labels,
+        "n_identities": n_truth,
+        "true_pairs": actual,
+        "predicted_pairs": predicted,
+        "correct_pairs": true_positive,
+    }
+    if edges is not None:
+        same = truth[edges["src_gid"].to_numpy()] == truth[edges["dst_gid"].to_numpy()]
+        quality["n_edges"] = int(len(edges))
+        quality["edge_precision"] = float(same.mean()) if len(edges) else 1.0
+    return quality
+
+
+def _pairs(sizes: np.ndarray) -> int:
+    sizes = sizes.astype(np.int64)
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
+def _validate(
+    centroids: np.ndarray, cameras: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 C-contiguous view (a copy only when needed) and dense camera codes."""
+    vectors = np.ascontiguousarray(centroids, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"centroids must be (N_G, D), got shape {vectors.shape}")
+    cameras = np.asarray(cameras)
+    if cameras.shape != (vectors.shape[0],):
+        raise ValueError(f"cameras must be ({vectors.shape[0]},), got shape {cameras.shape}")
+    if cameras.size and not np.issubdtype(cameras.dtype, np.integer):
+        raise ValueError(f"cameras must be integers, got {cameras.dtype}")
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be a positive distance, got {threshold}")
+    camera_values, camera_codes = np.unique(cameras, return_inverse=True)
+    return vectors, camera_values.astype(np.int64), camera_codes.astype(np.int64).ravel()
+
+
+def _row_chunk(dim: int) -> int:
+    return max(256, _CHUNK_FLOATS // max(dim, 1))
+
+
+def _row_norms(vectors: np.ndarray) -> np.ndarray:
+    """L2 norm per row, in chunks so no second N_G x D array is made."""
+    norms = np.empty(vectors.shape[0], dtype=np.float32)
+    step = _row_chunk(vectors.shape[1])
+    for start in range(0, vectors.shape[0], step):
+        block = vectors[start : start + step]
+        norms[start : start + step] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    bad = ~(np.isfinite(norms) & (norms > 0))
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} centroid(s) are zero or not finite, e.g. gid {np.argmax(bad)}"
+        )
+    return norms
+
+
+def _nearest_per_camera(
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    camera_codes: np.ndarray,
+    n_cameras: int,
+    use_gpu: bool | None,
+) -> np.ndarray:
+    """(N_G, n_cameras) nearest gid per camera; -1 for the gid's own camera.
+
+    One camera's index is alive at a time and queries go in row chunks (views where the
+    chunk has no gid of that camera), so memory beyond the input is one camera's vectors twice
+    plus a chunk, whatever N_G is. Cost: N_G^2 * D multiply-adds, exact.
+    """
+    n_gids, dim = vectors.shape
+    nearest_gid = np.full((n_gids, n_cameras), -1, dtype=np.int64)
+    if n_cameras < 2:
+        return nearest_gid
+    gpu = _gpu_resources(use_gpu)
+    step = _row_chunk(dim)
+    for camera in range(n_cameras):
+        members = np.flatnonzero(camera_codes == camera)
+        database = vectors[members] / norms[members, None]
+        index = faiss.GpuIndexFlatIP(gpu, dim) if gpu is not None else faiss.IndexFlatIP(dim)
+        index.add(database)
+        del database
+        for start in range(0, n_gids, step):
+            stop = min(start + step, n_gids)
+            other = camera_codes[start:stop] != camera
+            if not other.any():
+                continue
+            # A query's own norm scales all its scores alike: raw rows give the same argmax.
+            if other.all():
+                rows, queries = np.arange(start, stop), vectors[start:stop]
+            else:
+                rows = start + np.flatnonzero(other)
+                queries = vectors[rows]
+            _, hits = index.search(queries, 1)
+            nearest_gid[rows, camera] = members[hits[:, 0]]
+        del index
+    return nearest_gid
+
+
+def _gpu_resources(use_gpu: bool | None) -> object | None:
+    if use_gpu is False:
+        return None
+    if not faiss_has_gpu():
+        if use_gpu:
+            raise RuntimeError("use_gpu=True but this faiss build has no GPU or sees none")
+        return None
+    return faiss.StandardGpuResources()
+
+
+def _mutual_pairs(
+    nearest_gid: np.ndarray, camera_codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs that are each other's nearest in the other's camera; once each, src < dst, sorted."""
+    gid, camera = np.nonzero(nearest_gid >= 0)  # row-major: sorted by gid, then camera
+    partner = nearest_gid[gid, camera]
+    keep = (nearest_gid[partner, camera_codes[gid]] == gid) & (gid < partner)
+    src, dst = gid[keep], partner[keep]
+    order = np.lexsort((dst, src))
+    return src[order], dst[order]
+
+
+def _pair_distances(
+    vectors: np.ndarray, norms: np.ndarray, src: np.ndarray, dst: np.ndarray
+) -> np.ndarray:
+    """Euclidean distance of unit vectors per pair, from the difference (float64).
+
+    sqrt(2 - 2 cos) from float32 search scores loses ~3 digits for near-duplicates; the
+    difference does not, and costs one pass over the pairs only.
+    """
+    distance = np.empty(len(src), dtype=np.float32)
+    step = _row_chunk(vectors.shape[1]) // 4
+    for start in range(0, len(src), step):
+        a, b = src[start : start + step], dst[start : start + step]
+        diff = vectors[a].astype(np.float64)
+        diff /= norms[a, None]
+        other = vectors[b].astype(np.float64)
+        other /= norms[b, None]
+        diff -= other
+        distance[start : start + step] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return distance
+
+
+def _components(
+    n_gids: int,
+    camera_codes: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    distance: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(labels, kept, number of conflicted components); see conflict_free_components."""
+    graph = nx.Graph()
+    graph.add_nodes_from(range(n_gids))
+    graph.add_edges_from(zip(src.tolist(), dst.tolist(), strict=True))
+    smallest = np.arange(n_gids, dtype=np.int64)  # cluster id = smallest gid in it
+    for nodes in nx.connected_components(graph):
+        if len(nodes) > 1:
+            members = np.fromiter(nodes, dtype=np.int64, count=len(nodes))
+            smallest[members] = members.min()
+    del graph
+
+    kept = np.ones(len(src), dtype=bool)
+    n_cameras = int(camera_codes.max()) + 1 if n_gids else 1
+    cells, cell_counts = np.unique(smallest * n_cameras + camera_codes, return_counts=True)
+    conflicted = np.unique(cells[cell_counts > 1] // n_cameras)
+    if conflicted.size:
+        in_conflict = np.isin(smallest[src], conflicted)
+        edge_ids = np.flatnonzero(in_conflict)
+        roots, kept_in_conflict = _split_conflicts(
+            camera_codes, src[edge_ids], dst[edge_ids], distance[edge_ids]
+        )
+        kept[edge_ids] = kept_in_conflict
+        nodes = np.flatnonzero(np.isin(smallest, conflicted))
+        smallest[nodes] = roots[nodes]
+    labels = np.unique(smallest, return_inverse=True)[1].astype(np.int64).ravel()
+    return labels, kept, int(conflicted.size)
+
+
+def _split_conflicts(
+    camera_codes: np.ndarray, src: np.ndarray, dst: np.ndarray, distance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bottom-up replay of "remove the longest edge while conflicted" (union-find).
+
+    Returns the root (smallest gid of its final cluster) of every node, valid for the nodes
+    touched by these edges, and the kept flag per edge in input order.
+    """
+    parent = list(range(len(camera_codes)))
+    cameras_of = [1 << int(code) for code in camera_codes.tolist()]  # bit set per root
+    closed = bytearray(len(camera_codes))
+
+    def find(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    kept = np.zeros(len(src), dtype=bool)
+    order = np.lexsort((dst, src, distance))  # ascending (distance, src, dst)
+    for edge, a, b in zip(order.tolist(), src[order].tolist(), dst[order].tolist(), strict=True):
+        root_a, root_b = find(a), find(b)
+        if root_a == root_b:
+            kept[edge] = not closed[root_a]
+        elif closed[root_a] or closed[root_b] or cameras_of[root_a] & cameras_of[root_b]:
+            closed[root_a] = closed[root_b] = 1
+        else:
+            low, high = min(root_a, root_b), max(root_a, root_b)
+            parent[high] = low
+            cameras_of[low] |= cameras_of[high]
+            kept[edge] = True
+    roots = np.fromiter((find(node) for node in range(len(parent))), np.int64, len(parent))
+    return roots, kept
