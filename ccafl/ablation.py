@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -32,9 +33,18 @@ def runs(config: dict, group: str = "variants") -> list[str]:
 
 
 def run_config(config: dict, run: str) -> dict:
-    """The validated config of a run: the main config, or a variant's overrides on top of it."""
+    """The validated config of a run: the main config, or a variant's overrides on top of it.
+
+    Memoised (Snakemake asks once per job and input function); do not mutate the result.
+    """
     if run == "":
         return config
+    return _run_config(json.dumps(config, sort_keys=True), run)
+
+
+@lru_cache(maxsize=4096)
+def _run_config(config_json: str, run: str) -> dict:
+    config = json.loads(config_json)
     match = RUN_PATTERN.match(run)
     if match is None:
         raise ValueError(f"not a run prefix: {run!r} (expected ablation/<variant>-s<seed>/)")

@@ -69,12 +69,15 @@ def _prompt(args: argparse.Namespace, config: dict) -> None:
     _paths("ics_dir", "prompt_dir", "clip", "out_dir"),
 )
 def _intra(args: argparse.Namespace, config: dict) -> None:
+    from ccafl import distributed
     from ccafl.training.intra import run_intra
     from ccafl.training.state import TrainingData
 
+    distributed.init_from_env()
     data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
     metrics = run_intra(config, data, args.clip, args.out_dir)
     log.info("stage 2: %s", metrics)
+    distributed.shutdown()
 
 
 def _inter_args(p: argparse.ArgumentParser) -> None:
@@ -89,14 +92,19 @@ def _inter_args(p: argparse.ArgumentParser) -> None:
     _inter_args,
 )
 def _inter_epoch(args: argparse.Namespace, config: dict) -> None:
+    from ccafl import distributed
     from ccafl.diagnostics import association_diagnostics
     from ccafl.training.inter import run_inter_epoch
     from ccafl.training.state import TrainingData
 
+    distributed.init_from_env()
     data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
     association, metrics = run_inter_epoch(
         config, data, args.previous, args.clip, args.epoch, args.out_dir
     )
+    if not distributed.is_main():
+        distributed.shutdown()
+        return
     # Diagnostics only: measured after training, from the truth table training never opens.
     metrics.update(
         association_diagnostics(
@@ -107,6 +115,7 @@ def _inter_epoch(args: argparse.Namespace, config: dict) -> None:
         )
     )
     write_json(metrics, args.out_dir / "metrics.json")
+    distributed.shutdown()
     if "assoc_precision" in metrics:
         log.info(
             "association: precision %.3f recall %.3f F %.3f expansion %.2f",

@@ -162,3 +162,15 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "base": base,
         "clip": base / "clip" / "pretrained.pt",
     }
+
+
+@pytest.fixture(scope="session")
+def prompt_run(tiny_dataset: dict) -> dict:
+    from ccafl.training.prompt import run_prompt
+
+    config = tiny_config(tiny_dataset["root"])
+    out = tiny_dataset["base"] / "prompt"
+    metrics = run_prompt(
+        config, tiny_dataset["root"], tiny_dataset["ics"], tiny_dataset["clip"], out
+    )
+    return {"config": config, "dir": out, "metrics": metrics}

@@ -17,18 +17,6 @@ from ccafl.training.common import load_checkpoint, lr_factor
 from ccafl.training.schedule import active_losses
 
 
-@pytest.fixture(scope="module")
-def prompt_run(tiny_dataset: dict) -> dict:
-    from ccafl.training.prompt import run_prompt
-
-    config = tiny_config(tiny_dataset["root"])
-    out = tiny_dataset["base"] / "prompt"
-    metrics = run_prompt(
-        config, tiny_dataset["root"], tiny_dataset["ics"], tiny_dataset["clip"], out
-    )
-    return {"config": config, "dir": out, "metrics": metrics}
-
-
 def test_stage1_text_feature_is_nearest_to_own_images(prompt_run: dict) -> None:
     # Chance is 1/N_G (~2%); a broken loss or label mix-up stays near it.
     assert prompt_run["metrics"]["own_text_top1"] > 0.6

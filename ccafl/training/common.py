@@ -21,13 +21,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ccafl import distributed
 from ccafl.data.images import ImageTable
 from ccafl.data.transforms import test_transform
 from ccafl.io import save_torch, write_parquet
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device: its own GPU under torchrun, else cuda:0 or the CPU."""
+    return distributed.local_device()
 
 
 def seed_everything(seed: int) -> None:
@@ -104,21 +106,40 @@ def extract_features(
     which: str = "f",
     desc: str = "features",
 ) -> torch.Tensor:
-    """Un-augmented features of ``paths`` in order: ``f`` (BN-neck) or ``p`` (CLIP projection)."""
+    """Un-augmented features of ``paths`` in order: ``f`` (BN-neck) or ``p`` (CLIP projection).
+
+    Under torchrun each rank computes every world_size-th image and the shards are gathered,
+    so every rank returns all features.
+    """
     device = device or pick_device()
+    model = getattr(model, "module", model)  # DistributedDataParallel wrapper
     was_training = model.training
     model.eval()
-    dataset = ImageTable(root, paths, test_transform(*input_size))
+    mine = list(range(len(paths)))[distributed.rank() :: distributed.world_size()]
+    dataset = ImageTable(root, [paths[i] for i in mine], test_transform(*input_size))
     chunks = []
-    for images, _ in tqdm(make_loader(dataset, batch_size, num_workers), desc=desc, leave=False):
+    loader = make_loader(dataset, batch_size, num_workers)
+    for images, _ in tqdm(loader, desc=desc, leave=False, disable=not distributed.is_main()):
         f, p = model(images.to(device, non_blocking=True))
-        chunks.append((f if which == "f" else p).float().cpu())
+        chunks.append((f if which == "f" else p).float())
     model.train(was_training)
-    return torch.cat(chunks)
+    features = torch.cat(chunks) if chunks else torch.empty(0, device=device)
+    if distributed.world_size() == 1:
+        return features.cpu()
+    gathered = distributed.all_gather_cat(features)
+    order = distributed.all_gather_cat(torch.tensor(mine, device=device))
+    out = torch.empty_like(gathered)
+    out[order] = gathered
+    return out.cpu()
 
 
 def save_checkpoint(path: str | Path, **parts: Any) -> None:
-    save_torch({**parts, "rng": rng_state(), "saved_at": time.time()}, path)
+    """Collective under torchrun (every rank's RNG state is kept); rank 0 writes."""
+    states = distributed.all_gather_objects(rng_state())
+    if distributed.is_main():
+        save_torch(
+            {**parts, "rng": states[0], "rng_per_rank": states, "saved_at": time.time()}, path
+        )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -141,7 +162,8 @@ class LossLog:
         return pd.DataFrame(self.rows)
 
     def write(self, path: str | Path) -> None:
-        write_parquet(self.frame(), path)
+        if distributed.is_main():
+            write_parquet(self.frame(), path)
 
     def epoch_means(self, epoch: int) -> dict[str, float]:
         frame = self.frame()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ccafl import distributed
 from ccafl.association import associate
 from ccafl.io import write_parquet
 from ccafl.losses import (
@@ -29,7 +30,7 @@ from ccafl.losses import (
 )
 from ccafl.memory import PrototypeMemory, class_mean_features
 from ccafl.training.common import LossLog
-from ccafl.training.intra import epoch_loader, train_features
+from ccafl.training.intra import epoch_loader, log_step, train_features
 from ccafl.training.schedule import active_losses
 from ccafl.training.state import TrainingData, TrainingState
 
@@ -114,8 +115,11 @@ def inter_epoch(
         loss = sum(terms.values())
         state.backbone_step(loss)
         terms["loss_gid"] = state.classifier_step(f, batch_gids)
-        prototypes.update(F.normalize(f.detach(), dim=1), targets, train["momentum"])
-        loss_log.add(epoch, step, lr, loss=float(loss), **{k: float(v) for k, v in terms.items()})
+        gather = distributed.all_gather_cat
+        prototypes.update(
+            gather(F.normalize(f.detach(), dim=1)), gather(targets), train["momentum"]
+        )
+        log_step(loss_log, epoch, step, lr, loss, terms)
     assert n_labels == prototypes.n_labels
 
 
@@ -140,8 +144,9 @@ def run_inter_epoch(
     association = associate_identities(features, data, config["train"]["threshold"])
     timings["association_s"] = time.perf_counter() - tick
     out_dir = Path(out_dir)
-    write_parquet(association.edges, out_dir / "graph.parquet")
-    write_parquet(association.labels_table(data), out_dir / "labels.parquet")
+    if distributed.is_main():  # every rank computed the same association from gathered features
+        write_parquet(association.edges, out_dir / "graph.parquet")
+        write_parquet(association.labels_table(data), out_dir / "labels.parquet")
 
     tick = time.perf_counter()
     loss_log = LossLog()

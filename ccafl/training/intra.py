@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ccafl import distributed
 from ccafl.data.images import ImageTable
 from ccafl.data.samplers import PKBatchSampler
 from ccafl.data.transforms import train_transform
@@ -73,7 +74,7 @@ def epoch_loader(
     )
     return DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=distributed.RankSliceSampler(sampler),
         num_workers=train["num_workers"],
         pin_memory=state.device.type == "cuda",
     )
@@ -130,14 +131,26 @@ def intra_epoch(
             loss = loss + l_text
         state.backbone_step(loss)
         terms["loss_gid"] = state.classifier_step(f, gids[index].to(device))
+        # Under torchrun every rank applies the whole global batch, so memories stay identical.
+        gather = distributed.all_gather_cat
         memories.update(
-            F.normalize(f.detach(), dim=1),
-            cameras[index].to(device),
-            targets,
-            index.to(device),
+            gather(F.normalize(f.detach(), dim=1)),
+            gather(cameras[index].to(device)),
+            gather(targets),
+            gather(index.to(device)),
             train["momentum"],
         )
-        loss_log.add(epoch, step, lr, loss=float(loss), **{k: float(v) for k, v in terms.items()})
+        log_step(loss_log, epoch, step, lr, loss, terms)
+
+
+def log_step(
+    loss_log: LossLog, epoch: int, step: int, lr: float, loss: torch.Tensor, terms: dict
+) -> None:
+    """Loss terms averaged over ranks (each rank's loss is the mean over its slice)."""
+    values = {k: distributed.mean_across_ranks(float(v.detach())) for k, v in terms.items()}
+    loss_log.add(
+        epoch, step, lr, loss=distributed.mean_across_ranks(float(loss.detach())), **values
+    )
 
 
 def run_intra(
@@ -171,7 +184,8 @@ def run_intra(
         "seconds": time.perf_counter() - start,
         "iterations_per_epoch": iterations_per_epoch(config, len(data.train)),
     }
-    write_json(metrics, out_dir / "metrics.json")
+    if distributed.is_main():
+        write_json(metrics, out_dir / "metrics.json")
     return metrics
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ccafl import distributed
 from ccafl.models.classifier import CosineClassifier
 from ccafl.models.factory import build_reid_model
 from ccafl.training.common import (
@@ -82,7 +83,15 @@ class TrainingState:
         device = pick_device()
         train = config["train"]
         model = build_reid_model(config, clip_path).to(device)
-        classifier = CosineClassifier(n_gids, model.feat_dim, train["classifier_temperature"])
+        if distributed.world_size() > 1:
+            # Unused parameters: the projection head when L_i2tce is switched off.
+            model = torch.nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        feat_dim = getattr(model, "module", model).feat_dim
+        classifier = CosineClassifier(n_gids, feat_dim, train["classifier_temperature"])
         classifier.to(device)
         optimizer = torch.optim.Adam(
             [p for p in model.parameters() if p.requires_grad],
@@ -91,6 +100,11 @@ class TrainingState:
         )
         classifier_optimizer = torch.optim.Adam(classifier.parameters(), lr=train["classifier_lr"])
         return cls(config, model, classifier, optimizer, classifier_optimizer, device)
+
+    @property
+    def module(self) -> nn.Module:
+        """The model without its DistributedDataParallel wrapper."""
+        return getattr(self.model, "module", self.model)
 
     def start_epoch(self, epoch: int) -> float:
         train = self.config["train"]
@@ -110,9 +124,15 @@ class TrainingState:
         self.optimizer.step()
 
     def classifier_step(self, feats: torch.Tensor, gids: torch.Tensor) -> torch.Tensor:
-        """L_GID (Eq. 17) on detached features: trains the classifier only."""
+        """L_GID (Eq. 17) on detached features: trains the classifier only.
+
+        Under torchrun the features of all ranks are gathered, so every rank takes the same
+        step and the classifiers stay identical without DDP.
+        """
         from ccafl.losses import gid_classifier_loss
 
+        feats = distributed.all_gather_cat(feats.detach())
+        gids = distributed.all_gather_cat(gids)
         loss = gid_classifier_loss(self.classifier(feats.detach().float()), gids)
         self.classifier_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,7 +143,7 @@ class TrainingState:
         save_checkpoint(
             path,
             epoch=self.epoch,
-            model=self.model.state_dict(),
+            model=self.module.state_dict(),
             classifier=self.classifier.state_dict(),
             optimizer=self.optimizer.state_dict(),
             classifier_optimizer=self.classifier_optimizer.state_dict(),
@@ -138,13 +158,17 @@ class TrainingState:
         """Rebuild from a checkpoint, RNG states included; ``clip_path`` only shapes the model."""
         checkpoint = load_checkpoint(path)
         state = cls.create(config, clip_path, n_gids)
-        state.model.load_state_dict(checkpoint["model"])
+        state.module.load_state_dict(checkpoint["model"])
         state.classifier.load_state_dict(checkpoint["classifier"])
         state.optimizer.load_state_dict(checkpoint["optimizer"])
         state.classifier_optimizer.load_state_dict(checkpoint["classifier_optimizer"])
         state.epoch = int(checkpoint["epoch"])
         state.extra = {k: v for k, v in checkpoint.items() if k not in _CORE_KEYS}
-        set_rng_state(checkpoint["rng"])
+        per_rank = checkpoint.get("rng_per_rank", [checkpoint["rng"]])
+        if len(per_rank) == distributed.world_size():
+            set_rng_state(per_rank[distributed.rank()])
+        else:  # resumed with another number of processes: the run is no longer bit-exact
+            set_rng_state(checkpoint["rng"])
         return state
 
 
@@ -156,5 +180,6 @@ _CORE_KEYS = {
     "classifier_optimizer",
     "config",
     "rng",
+    "rng_per_rank",
     "saved_at",
 }
