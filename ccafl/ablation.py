@@ -123,7 +123,7 @@ def write_variant_table(
             f"| {variant} | {s['L_intra2']} | {s['L_i2tce']} | {s['L_ICAL']} | {s['backbone']} "
             f"| {row.mAP:.1f} ± {0 if pd.isna(row.mAP_std) else row.mAP_std:.1f} ({maps}) "
             f"| {row.rank1:.1f} ± {0 if pd.isna(row.rank1_std) else row.rank1_std:.1f} "
-            f"| {row.seeds} |"
+            f"| {int(row.seeds)} |"
         )
     write_text("\n".join(lines) + "\n", out)
     write_text(table.to_csv(index=False), Path(out).with_suffix(".csv"))

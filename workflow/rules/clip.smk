@@ -19,4 +19,4 @@ rule clip_pretrain:
     benchmark:
         f"{RESULTS}/benchmarks/clip_pretrain.tsv"
     shell:
-        "{CCAFL} clip-pretrain --set {params.cfg} --out-dir {params.out_dir} > {log} 2>&1"
+        "{GPU_CCAFL} clip-pretrain --set {params.cfg} --out-dir {params.out_dir} > {log} 2>&1"

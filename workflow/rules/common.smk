@@ -13,6 +13,12 @@ LOGS = f"logs/{DS}"
 PYTHON = shlex.quote(sys.executable)
 CCAFL = f"{PYTHON} -m ccafl"
 GPUS = config["resources"]["gpus_per_job"]
+# GPU rules run under a device lease (ccafl.gpu_lease sets CUDA_VISIBLE_DEVICES per job), so
+# jobs that Snakemake runs side by side get different devices. Stages 2 and 3 start one
+# process per GPU with torchrun (DistributedDataParallel) when a job gets more than one.
+GPU_CCAFL = f"{PYTHON} -m ccafl.gpu_lease --gpus {GPUS} -- {CCAFL}" if GPUS else CCAFL
+_TORCHRUN = f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m ccafl"
+DDP_CCAFL = f"{PYTHON} -m ccafl.gpu_lease --gpus {GPUS} -- {_TORCHRUN}" if GPUS > 1 else GPU_CCAFL
 RUN = "{run}"
 # What stages 2 and 3 depend on: a change here reruns training, not ICS or the prompts.
 TRAINING_SECTIONS = ("dataset", "input", "clip", "prompt", "train")

@@ -22,7 +22,7 @@ rule evaluate:
     benchmark:
         f"{RESULTS}/{RUN}benchmarks/evaluate.tsv"
     shell:
-        "{CCAFL} evaluate --set {params.cfg} --model {input.model} --label {params.label} "
+        "{GPU_CCAFL} evaluate --set {params.cfg} --model {input.model} --label {params.label} "
         "--ics-dir {params.ics_dir} --out-dir {params.out_dir} > {log} 2>&1"
 
 

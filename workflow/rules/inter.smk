@@ -23,14 +23,12 @@ rule inter_epoch:
         epoch=lambda w: int(w.epoch),
     resources:
         gpu=GPUS,
-    group:
-        "training"
     log:
         f"{LOGS}/{RUN}inter_epoch_{{epoch}}.log",
     benchmark:
         f"{RESULTS}/{RUN}benchmarks/inter_epoch_{{epoch}}.tsv"
     shell:
-        "{CCAFL} inter-epoch --set {params.cfg} {params.clip} --epoch {params.epoch} "
+        "{DDP_CCAFL} inter-epoch --set {params.cfg} {params.clip} --epoch {params.epoch} "
         "--previous {input.previous} --ics-dir {params.ics_dir} "
         "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"
 

@@ -17,12 +17,10 @@ rule intra:
         out_dir=lambda w: f"{RESULTS}/{w.run}intra",
     resources:
         gpu=GPUS,
-    group:
-        "training"
     log:
         f"{LOGS}/{RUN}intra.log",
     benchmark:
         f"{RESULTS}/{RUN}benchmarks/intra.tsv"
     shell:
-        "{CCAFL} intra --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
+        "{DDP_CCAFL} intra --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
         "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"

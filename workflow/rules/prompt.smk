@@ -16,12 +16,10 @@ rule prompt:
         out_dir=lambda w: f"{RESULTS}/{w.run}prompt",
     resources:
         gpu=GPUS,
-    group:
-        "training"
     log:
         f"{LOGS}/{RUN}prompt.log",
     benchmark:
         f"{RESULTS}/{RUN}benchmarks/prompt.tsv"
     shell:
-        "{CCAFL} prompt --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
+        "{GPU_CCAFL} prompt --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
         "--out-dir {params.out_dir} > {log} 2>&1"
