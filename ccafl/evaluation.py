@@ -41,9 +41,9 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "cmc_at", "default_chunk_size", "rank_metrics"
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
 #: Working-set budget per query chunk. With the ~16 bytes the chunk needs per query x gallery
-#: entry this gives ~400 query rows at MSMT17 size (82,161 gallery images). Measured peak at
-#: that size: ~0.3 GiB for the chunk plus 0.67 GB for the normalised gallery copy, on top of
-#: the caller's features; well under 4 GiB in total.
+#: entry this gives ~400 query rows at MSMT17 size (82,161 gallery images). Measured there
+#: (benchmarks/bench_rank_metrics.py): the call adds 0.85 GiB to the process, the normalised
+#: gallery copy (0.63 GiB) included; 2.1 GiB peak RSS in all, with the features and torch.
 DEFAULT_CHUNK_BYTES = 512 * 2**20
 _BYTES_PER_ENTRY = 16
 
@@ -107,15 +107,13 @@ class _FeatureDistances:
                 f"features must be 2-D with equal widths, got {tuple(query.shape)} and "
                 f"{tuple(gallery.shape)}"
             )
-        # Checked once here, so the distance chunks need no check of their own.
-        _require_finite(query, "query_features")
-        _require_finite(gallery, "gallery_features")
         self.query = query
         # A normalised copy of the gallery (0.67 GB at MSMT17 size) saves a division pass over
         # every chunk of distances, ~4% of the run time.
         gallery = gallery.to(device)
-        norms = torch.linalg.vector_norm(gallery, dim=1, keepdim=True).clamp_min_(1e-12)
-        self.gallery = gallery / norms
+        norms = torch.linalg.vector_norm(gallery, dim=1, keepdim=True)
+        _require_finite(norms, "gallery_features")  # a NaN or inf anywhere reaches its norm
+        self.gallery = gallery / norms.clamp_min_(1e-12)
         self.shape = (query.shape[0], gallery.shape[0])
         self.use_numpy = device.type == "cpu" and _NUMPY_ON_CPU
         if self.use_numpy:
@@ -124,8 +122,10 @@ class _FeatureDistances:
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         query = self.query[start:stop].to(self.device)
+        norms = torch.linalg.vector_norm(query, dim=1, keepdim=True)
+        _require_finite(norms, "query_features")
         # Negated normalised query: the product is -cos directly, no pass over the result.
-        query = query / -torch.linalg.vector_norm(query, dim=1, keepdim=True).clamp_min_(1e-12)
+        query = query / -norms.clamp_min_(1e-12)
         if self.use_numpy:
             out = self.buffer[: stop - start]
             np.matmul(query.numpy(), self.gallery_np.T, out=out)
@@ -184,10 +184,13 @@ class _GalleryIndex:
 
 def _packed_keys(rows: torch.Tensor, values: torch.Tensor, is_pos: bool) -> torch.Tensor:
     """int64 keys ordered like (row, float32 distance, negatives before true matches)."""
-    values = values.masked_fill(values == 0, 0.0)  # -0.0 and +0.0 are the same distance
-    bits = values.view(torch.int32).to(torch.int64)
-    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31  # order-preserving, >= 0
-    return (rows << 33) | (bits << 1) | int(is_pos)
+    bits = values.contiguous().view(torch.int32)
+    sign = bits >> 31  # 0 or -1
+    # Order-preserving int32: flip the magnitude bits of negatives, then shift them up by one
+    # so that -0.0 and +0.0 get the same key (they are the same distance).
+    ordered = (bits ^ (sign & 0x7FFFFFFF)) - sign
+    keys = ordered.to(torch.int64).mul_(2).add_(2**32 + int(is_pos))  # in [0, 2**33)
+    return keys.add_(rows, alpha=2**33)
 
 
 def _match_positions_float32(
@@ -251,6 +254,7 @@ def _chunk_stats(
     the matches themselves are then set to +inf, so one comparison against each row's hardest
     match leaves exactly the negatives that rank before it.
     """
+    dist = dist.contiguous()  # flat views below
     n_rows, device = dist.shape[0], dist.device
     pair_rows, pair_cols = gallery.same_pid_pairs(q_pids)
     same_view = gallery.cams[pair_cols] == q_cams[pair_rows]
@@ -264,8 +268,22 @@ def _chunk_stats(
     hardest = torch.full((n_rows,), -torch.inf, dtype=dist.dtype, device=device)
     hardest.scatter_reduce_(0, pos_rows, pos_values, reduce="amax")
     # Rows without a true match keep -inf and get no candidates (distances are finite).
-    neg_rows, neg_cols = (dist <= hardest[:, None]).nonzero(as_tuple=True)
-    neg_values = dist[neg_rows, neg_cols]
+    # Flat positions (contiguous, row-major) make the gather a 1-D take and give each row's
+    # span by a binary search instead of a division per candidate.
+    n_cols = dist.shape[1]
+    if device.type == "cpu" and _NUMPY_ON_CPU and dist.dtype in (torch.float32, torch.float64):
+        # Single-threaded numpy beats torch's 2 threads here: right after the matmul one of
+        # the 2 cores is still held by an OpenBLAS worker spinning, which stalls torch's split.
+        dist_np = dist.numpy()
+        flat_np = np.flatnonzero(dist_np <= hardest.numpy()[:, None])
+        flat, neg_values = torch.from_numpy(flat_np), torch.from_numpy(dist_np.ravel()[flat_np])
+    else:
+        flat = (dist <= hardest[:, None]).view(-1).nonzero().squeeze(1)
+        neg_values = dist.view(-1)[flat]
+    row_bounds = torch.searchsorted(flat, torch.arange(n_rows + 1, device=device) * n_cols)
+    neg_rows = torch.repeat_interleave(
+        torch.arange(n_rows, device=device), row_bounds.diff(), output_size=flat.numel()
+    )
 
     positions = (
         _match_positions_float32 if dist.dtype == torch.float32 else _match_positions_any_dtype

@@ -187,7 +187,7 @@ def test_matches_per_query_reference_on_random_data(seed: int) -> None:
     assert_same_metrics(rank_metrics(distmat, **labels, max_rank=20, chunk_size=8), expected)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_reference_agreement_with_many_ties_and_negative_distances(dtype: type) -> None:
     rng = np.random.default_rng(5)
     _, _, labels = random_retrieval(5, n_query=40, n_gallery=150)
@@ -257,6 +257,11 @@ def test_no_valid_query_and_bad_input_raise() -> None:
         rank_metrics(HAND_DISTMAT[:, :5], **hand_labels())
     with pytest.raises(ValueError, match="finite"):
         rank_metrics(np.full((2, 6), np.nan), **hand_labels())
+    features = np.ones((6, 4))
+    features[3, 1] = np.inf
+    for q_feats, g_feats in [(features[:2], features), (features[2:4], features[:1].repeat(6, 0))]:
+        with pytest.raises(ValueError, match="finite"):
+            rank_metrics(query_features=q_feats, gallery_features=g_feats, **hand_labels())
 
 
 def test_default_chunk_size_bounds_msmt17_memory() -> None:
@@ -351,3 +356,17 @@ def test_cuda_equals_cpu() -> None:
     q_feats, g_feats, labels = random_retrieval(7, n_query=37)
     kwargs = {"query_features": q_feats, "gallery_features": g_feats, **labels, "chunk_size": 10}
     assert_same_metrics(rank_metrics(**kwargs, device="cuda"), rank_metrics(**kwargs, device="cpu"))
+
+
+def test_non_contiguous_distmat_tensor() -> None:
+    strided = torch.from_numpy(np.repeat(HAND_DISTMAT, 2, axis=1))[:, ::2]  # every other column
+    assert not strided.is_contiguous()
+    expected = rank_metrics(HAND_DISTMAT, **hand_labels(), max_rank=6)
+    assert_same_metrics(rank_metrics(strided, **hand_labels(), max_rank=6), expected)
+
+
+def test_bfloat16_distmat_tensor_ranks_like_float32() -> None:
+    _, _, labels = random_retrieval(9, n_query=20, n_gallery=80)
+    distmat = torch.rand(20, 80).to(torch.bfloat16)  # many ties at bfloat16 precision
+    expected = rank_metrics(distmat.to(torch.float32), **labels, max_rank=10)
+    assert_same_metrics(rank_metrics(distmat, **labels, max_rank=10), expected)
