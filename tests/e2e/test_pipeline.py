@@ -82,6 +82,11 @@ def test_full_dag_produces_the_contract_artifacts(workdir: Path) -> None:
         assert 0 <= epoch_metrics["assoc_precision"] <= 1
     zero_shot = json.loads((results / "clip" / "zero_shot.json").read_text())
     assert zero_shot["attributes"]
+    from ccafl.report import OUTPUTS
+
+    for name in OUTPUTS:  # the report rule is part of the default target
+        assert (results / "report" / name).stat().st_size > 0, name
+    assert f"{100 * metrics['mAP']:.1f}" in (results / "report" / "metrics.md").read_text()
 
 
 def test_final_model_loads_in_one_call(workdir: Path) -> None:

@@ -113,4 +113,4 @@ def epoch_artifacts(run=""):
 
 
 def all_targets():
-    return [f"{RESULTS}/eval/metrics.json", *epoch_artifacts()]
+    return [f"{RESULTS}/eval/metrics.json", f"{RESULTS}/report/metrics.md", *epoch_artifacts()]

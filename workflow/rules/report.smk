@@ -1,0 +1,43 @@
+# The run's plots and tables, shown by `snakemake --report report.html`.
+
+
+def report_inputs(wildcards):
+    inputs = {
+        "metrics": f"{RESULTS}/eval/metrics.json",
+        "cmc": f"{RESULTS}/eval/cmc.parquet",
+        "features": f"{RESULTS}/eval/features.parquet",
+        "intra": f"{RESULTS}/intra/log.parquet",
+        "prompt": f"{RESULTS}/prompt/log.parquet",
+        "epochs": epoch_artifacts(),
+    }
+    if uses_caption_clip():
+        inputs["zero_shot"] = f"{RESULTS}/clip/zero_shot.json"
+    return inputs
+
+
+def report_file(name, caption, category):
+    return report(f"{RESULTS}/report/{name}", caption=f"../report/{caption}.rst", category=category)
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        metrics=report_file("metrics.md", "metrics", "1. Results"),
+        metrics_csv=f"{RESULTS}/report/metrics.csv",
+        cmc=report_file("cmc.png", "cmc", "1. Results"),
+        retrieval=report_file("retrieval.png", "retrieval", "1. Results"),
+        tsne=report_file("tsne.png", "tsne", "1. Results"),
+        association=report_file("association.png", "association", "2. Training"),
+        losses=report_file("losses.png", "losses", "2. Training"),
+        zero_shot=report_file("zero_shot.csv", "zero_shot", "2. Training"),
+        timings=report_file("timings.png", "timings", "3. Cost"),
+        timings_csv=report_file("timings.csv", "timings", "3. Cost"),
+    params:
+        cfg=cfg_json(*config),
+        out_dir=f"{RESULTS}/report",
+    log:
+        f"{LOGS}/report.log",
+    shell:
+        "{CCAFL} report --set {params.cfg} --results-dir {RESULTS} --out-dir {params.out_dir} "
+        "> {log} 2>&1"
