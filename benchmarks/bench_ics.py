@@ -49,7 +49,9 @@ def bare_parse(root: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=100_000, help="images in the tree")
     parser.add_argument("--modes", nargs="+", default=["none", "header", "full"])
     args = parser.parse_args()
