@@ -69,6 +69,7 @@ def test_profile_keys_are_for_the_slurm_executor() -> None:
     assert set(profile["set-resources"]) == GPU_RULES
     for rule in GPU_RULES:
         assert profile["set-resources"][rule]["gpu"] >= 1
+        assert profile["set-resources"][rule]["slurm_partition"] == "gpu"
 
 
 def test_dry_run_as_workflow_profile_plans_every_job_with_gpus(tmp_path: Path) -> None:
@@ -80,7 +81,9 @@ def test_dry_run_as_workflow_profile_plans_every_job_with_gpus(tmp_path: Path) -
     assert "Group job training" in out
     resources = rule_resources(out)
     for rule in GPU_RULES:
-        assert all("gpu=1" in line and "slurm_partition=gpu" in line for line in resources[rule])
+        # String resources such as the partition print as <TBD> in a dry run of a fresh
+        # directory; the partition is checked on the profile itself.
+        assert resources[rule] and all("gpu=1" in line for line in resources[rule])
     assert all("gpu=" not in line for line in resources["ics"])
     assert not (tmp_path / "results").exists()
 
@@ -92,4 +95,6 @@ def test_dry_run_with_plain_profile_flag(tmp_path: Path) -> None:
     assert job_counts(out)["inter_epoch"] >= 1
     resources = rule_resources(out)
     for rule in GPU_RULES:
-        assert all("gpu=1" in line and "slurm_partition=gpu" in line for line in resources[rule])
+        # String resources such as the partition print as <TBD> in a dry run of a fresh
+        # directory; the partition is checked on the profile itself.
+        assert resources[rule] and all("gpu=1" in line for line in resources[rule])
