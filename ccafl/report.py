@@ -154,9 +154,10 @@ def metrics_table(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def _markdown(table: pd.DataFrame, numeric: set[str]) -> str:
+    """A GitHub-flavoured Markdown table; ``numeric`` columns are right-aligned."""
     header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---:" if table[c].dtype.kind in "if" else "---" for c in table) + "|"
+    rule = "|" + "|".join("---:" if c in numeric else "---" for c in table.columns) + "|"
     rows = ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
     return "\n".join([header, rule, *rows]) + "\n"
 
@@ -173,7 +174,7 @@ def write_metrics(results_dir: str | Path, out_dir: str | Path) -> None:
         "# Retrieval metrics (Market-1501 protocol)\n\n"
         "mAP, mINP and CMC rank-k in percent over the query set; gallery images of the "
         "query's identity seen by the query's camera, and junk images, are excluded.\n\n"
-        + _markdown(shown)
+        + _markdown(shown, {c for c in table if table[c].dtype.kind in "if"})
     )
     write_text(text, out_dir / "metrics.md")
 
@@ -349,9 +350,13 @@ def plot_losses(results_dir: str | Path, path: Path, config: dict | None = None)
             log.info("losses: %s panel skipped: %s", title, why)
     if not panels:
         raise NotAvailable("no training log found")
-    figure = _new_figure(5.2 * len(panels), 3.8)
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, table) in zip(axes, panels, strict=True):
+    n_cols = 2 if len(panels) > 1 else 1
+    n_rows = math.ceil(len(panels) / n_cols)
+    figure = _new_figure(6.0 * n_cols, 3.6 * n_rows + 0.3)
+    axes = figure.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for ax in axes[len(panels) :]:
+        ax.axis("off")
+    for ax, (title, table) in zip(axes, panels, strict=False):
         _loss_panel(ax, table, title)
         if "loss_ical" in table and table["loss_ical"].notna().any():
             adv = int(table.loc[table["loss_ical"].notna(), "epoch"].min())

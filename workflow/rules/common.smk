@@ -112,5 +112,23 @@ def epoch_artifacts(run=""):
     ]
 
 
+def report_inputs(wildcards):
+    inputs = {
+        "metrics": f"{RESULTS}/eval/metrics.json",
+        "cmc": f"{RESULTS}/eval/cmc.parquet",
+        "features": f"{RESULTS}/eval/features.parquet",
+        "intra": f"{RESULTS}/intra/log.parquet",
+        "prompt": f"{RESULTS}/prompt/log.parquet",
+        "epochs": epoch_artifacts(),
+    }
+    if uses_caption_clip():
+        inputs["zero_shot"] = f"{RESULTS}/clip/zero_shot.json"
+    return inputs
+
+
+def report_file(name, caption, category):
+    return report(f"{RESULTS}/report/{name}", caption=f"../report/{caption}.rst", category=category)
+
+
 def all_targets():
     return [f"{RESULTS}/eval/metrics.json", f"{RESULTS}/report/metrics.md", *epoch_artifacts()]

@@ -1,24 +1,6 @@
 # The run's plots and tables, shown by `snakemake --report report.html`.
 
 
-def report_inputs(wildcards):
-    inputs = {
-        "metrics": f"{RESULTS}/eval/metrics.json",
-        "cmc": f"{RESULTS}/eval/cmc.parquet",
-        "features": f"{RESULTS}/eval/features.parquet",
-        "intra": f"{RESULTS}/intra/log.parquet",
-        "prompt": f"{RESULTS}/prompt/log.parquet",
-        "epochs": epoch_artifacts(),
-    }
-    if uses_caption_clip():
-        inputs["zero_shot"] = f"{RESULTS}/clip/zero_shot.json"
-    return inputs
-
-
-def report_file(name, caption, category):
-    return report(f"{RESULTS}/report/{name}", caption=f"../report/{caption}.rst", category=category)
-
-
 rule report:
     input:
         unpack(report_inputs),
@@ -34,10 +16,12 @@ rule report:
         timings=report_file("timings.png", "timings", "3. Cost"),
         timings_csv=report_file("timings.csv", "timings", "3. Cost"),
     params:
-        cfg=cfg_json(*config),
+        cfg=cfg_json("dataset", "clip", "train", "eval"),
         out_dir=f"{RESULTS}/report",
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     shell:
         "{CCAFL} report --set {params.cfg} --results-dir {RESULTS} --out-dir {params.out_dir} "
         "> {log} 2>&1"
