@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ccafl import distributed
 from ccafl.association import associate
@@ -30,7 +29,7 @@ from ccafl.losses import (
 )
 from ccafl.memory import PrototypeMemory, class_mean_features
 from ccafl.training.common import LossLog
-from ccafl.training.intra import epoch_loader, log_step, train_features
+from ccafl.training.intra import epoch_batches, epoch_loader, log_step, train_features
 from ccafl.training.schedule import active_losses
 from ccafl.training.state import TrainingData, TrainingState
 
@@ -91,9 +90,7 @@ def inter_epoch(
     label_text = label_text_features(data.text_features, association.gid_labels).to(device)
     gids = torch.as_tensor(data.gids)
     loader = epoch_loader(state, data, association.image_labels, epoch)
-    for step, (images, index) in enumerate(
-        tqdm(loader, desc=f"epoch {epoch} (inter)", leave=False)
-    ):
+    for step, (images, index) in epoch_batches(loader, epoch, "inter"):
         targets = image_labels[index].to(device)
         batch_gids = gids[index].to(device)
         with state.autocast():

@@ -80,6 +80,14 @@ def epoch_loader(
     )
 
 
+def epoch_batches(loader: DataLoader, epoch: int, stage: str):
+    """``(step, (images, index))`` of one epoch, with a progress bar on rank 0 only."""
+    bar = tqdm(
+        loader, desc=f"epoch {epoch} ({stage})", leave=False, disable=not distributed.is_main()
+    )
+    return enumerate(bar)
+
+
 def intra_epoch(
     state: TrainingState,
     data: TrainingData,
@@ -96,9 +104,7 @@ def intra_epoch(
     gids = torch.as_tensor(data.gids)
     text = data.text_features.to(device)
     loader = epoch_loader(state, data, data.gids, epoch, groups=data.cameras)
-    for step, (images, index) in enumerate(
-        tqdm(loader, desc=f"epoch {epoch} (intra)", leave=False)
-    ):
+    for step, (images, index) in epoch_batches(loader, epoch, "intra"):
         camera = int(cameras[index[0]])
         targets = intra_ids[index].to(device)
         with state.autocast():
