@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "CONFIG_DIR_ENV",
+    "RETRIEVAL_FEATURES",
     "PromptTextEncoder",
     "ReIDEncoder",
     "adapt_to_image_size",
@@ -366,38 +367,62 @@ def _fits(model: nn.Module, state: Mapping[str, Tensor]) -> bool:
 # --------------------------------------------------------------------------- image side
 
 
+RETRIEVAL_FEATURES = ("pooled", "projection", "concat")
+
+
 class ReIDEncoder(nn.Module):
     """CLIP image tower returning ``(f, p)`` for ReID training (DESIGN section 5 notation).
 
-    * ``f``: BN-neck of the pooled *pre-projection* feature (ModifiedResNet: global average
-      pool of layer4, 2048-d for RN50; ViT: the class token after ``ln_post``, 768-d for
-      ViT-B-16). Used for the memories, association and retrieval: it is the richest feature
-      and the BN-neck (bias frozen, as in BNNeck ReID baselines) makes it suited to cosine
-      softmaxes.
     * ``p``: the CLIP projection of the image (ModifiedResNet: attention pool, 1024-d for RN50;
       ViT: projected class token, 512-d), i.e. exactly ``clip.encode_image``; it lives in the
       joint space of the text features t_g and is used for image-text alignment (Eq. 9, 15).
+    * ``f``: the ReID feature used by the memories, the association, the global-ID classifier,
+      ICAL and retrieval. Which feature it is, is the ``feature`` argument (config
+      ``train.feature``), each behind its own BN-neck (bias frozen, as in BNNeck baselines),
+      which suits the cosine softmaxes of the method:
+
+      - ``pooled``: the pooled *pre-projection* map (ModifiedResNet: global average pool of
+        layer4, 2048-d for RN50; ViT: the class token after ``ln_post``, 768-d);
+      - ``projection``: ``p`` itself (1024-d for RN50);
+      - ``concat``: both, concatenated (3072-d for RN50): CLIP-ReID's retrieval feature.
+
+      The paper's "features after the image encoder" does not settle the choice; README
+      "Results" gives the measurement the defaults follow.
     """
 
-    def __init__(self, visual: nn.Module):
+    def __init__(self, visual: nn.Module, feature: str = "pooled"):
         super().__init__()
         visual = _visual(visual)
+        if feature not in RETRIEVAL_FEATURES:
+            raise ValueError(
+                f"unknown retrieval feature {feature!r}; expected one of {RETRIEVAL_FEATURES}"
+            )
         if isinstance(visual, ModifiedResNet):
-            feat_dim = visual.attnpool.k_proj.in_features
+            pooled_dim = visual.attnpool.k_proj.in_features
             proj_dim = visual.attnpool.c_proj.out_features
         elif isinstance(visual, VisionTransformer):
             if visual.attn_pool is not None or visual.proj is None:
                 raise TypeError(
                     "ViT towers with attentional pooling or no projection are unsupported"
                 )
-            feat_dim, proj_dim = visual.proj.shape
+            pooled_dim, proj_dim = visual.proj.shape
         else:
             raise TypeError(f"unsupported CLIP image tower: {type(visual).__name__}")
         self.visual = visual
-        self.feat_dim = int(feat_dim)
+        self.feature = feature
+        self.pooled_dim = int(pooled_dim)
         self.proj_dim = int(proj_dim)
-        self.bottleneck = nn.BatchNorm1d(self.feat_dim)
-        self.bottleneck.bias.requires_grad_(False)
+        # One BN-neck per part of f; parameter names are stable across feature choices so a
+        # checkpoint names what it holds.
+        if feature in ("pooled", "concat"):
+            self.bottleneck = _bn_neck(self.pooled_dim)
+        if feature in ("projection", "concat"):
+            self.bottleneck_proj = _bn_neck(self.proj_dim)
+        self.feat_dim = {
+            "pooled": self.pooled_dim,
+            "projection": self.proj_dim,
+            "concat": self.pooled_dim + self.proj_dim,
+        }[feature]
 
     def pooled(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(pooled pre-projection feature before the BN-neck, CLIP projection p)."""
@@ -410,9 +435,52 @@ class ReIDEncoder(nn.Module):
         pooled, _ = v._pool(tokens)
         return pooled, pooled @ v.proj
 
+    def necks(self) -> list[nn.BatchNorm1d]:
+        """The BN-necks of f, in the order their outputs are concatenated."""
+        return [
+            m
+            for m in (getattr(self, "bottleneck", None), getattr(self, "bottleneck_proj", None))
+            if m is not None
+        ]
+
+    def neck_inputs(self, pooled: Tensor, proj: Tensor) -> list[Tensor]:
+        """What each BN-neck normalises, in the order of `necks`."""
+        return {
+            "pooled": [pooled],
+            "projection": [proj],
+            "concat": [pooled, proj],
+        }[self.feature]
+
+    def head(self, pooled: Tensor, proj: Tensor) -> Tensor:
+        """f from the tower's two outputs: the BN-neck(s) of the chosen feature."""
+        parts = [
+            neck(x.float())
+            for neck, x in zip(self.necks(), self.neck_inputs(pooled, proj), strict=True)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    @torch.no_grad()
+    def calibrate_necks(self, pooled: Tensor, proj: Tensor) -> None:
+        """Set the BN-necks' running statistics to those of the given (un-augmented) outputs.
+
+        Why: a fresh BN-neck has running mean 0 and variance 1, so eval-mode features (used to
+        fill the memories and the classifier before training, and for zero-shot evaluation)
+        would not be normalised the way training normalises its batches.
+        """
+        for neck, x in zip(self.necks(), self.neck_inputs(pooled, proj), strict=True):
+            x = x.float().to(neck.running_mean.device)
+            neck.running_mean.copy_(x.mean(dim=0))
+            neck.running_var.copy_(x.var(dim=0, unbiased=True))
+
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         pooled, proj = self.pooled(images)
-        return self.bottleneck(pooled.float()), proj
+        return self.head(pooled, proj), proj
+
+
+def _bn_neck(dim: int) -> nn.BatchNorm1d:
+    neck = nn.BatchNorm1d(dim)
+    neck.bias.requires_grad_(False)
+    return neck
 
 
 # --------------------------------------------------------------------------- text side

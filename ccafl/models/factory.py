@@ -44,10 +44,17 @@ def build_clip(config: dict, clip_path: str | Path | None = None, *, weights: bo
     )
 
 
+def retrieval_feature(config: dict) -> str:
+    """``train.feature``: which output of the image tower is the ReID feature f."""
+    return config["train"].get("feature", "pooled")  # model files written before the key
+
+
 def build_reid_model(
     config: dict, clip_path: str | Path | None = None, *, weights: bool = True
 ) -> ReIDEncoder:
-    return ReIDEncoder(build_clip(config, clip_path, weights=weights).visual)
+    return ReIDEncoder(
+        build_clip(config, clip_path, weights=weights).visual, retrieval_feature(config)
+    )
 
 
 def versions() -> dict[str, str]:

@@ -10,7 +10,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,32 +105,61 @@ def extract_features(
     device: torch.device | None = None,
     which: str = "f",
     desc: str = "features",
-) -> torch.Tensor:
-    """Un-augmented features of ``paths`` in order: ``f`` (BN-neck) or ``p`` (CLIP projection).
+):
+    """Un-augmented features of ``paths`` in order.
 
-    Under torchrun each rank computes every world_size-th image and the shards are gathered,
-    so every rank returns all features.
+    ``which``: ``f`` (the ReID feature behind its BN-neck(s)), ``p`` (the CLIP projection) or
+    ``raw`` (the pair (pooled, projection) before any BN-neck). Under torchrun each rank
+    computes every world_size-th image and the shards are gathered, so every rank returns all
+    features.
     """
     device = device or pick_device()
+    mine = list(range(len(paths)))[distributed.rank() :: distributed.world_size()]
+    dataset = ImageTable(root, [paths[i] for i in mine], test_transform(*input_size))
+    loader = make_loader(dataset, batch_size, num_workers)
+    batches = (images for images, _ in loader)
+    return features_of_batches(model, batches, mine, device, which, desc)
+
+
+@torch.no_grad()
+def features_of_batches(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    mine: list[int],
+    device: torch.device,
+    which: str = "f",
+    desc: str = "features",
+):
+    """Features (see `extract_features`) of this rank's share ``mine`` of the images, given as
+    normalised batches in order; the shards of all ranks are gathered in image order."""
     model = getattr(model, "module", model)  # DistributedDataParallel wrapper
     was_training = model.training
     model.eval()
-    mine = list(range(len(paths)))[distributed.rank() :: distributed.world_size()]
-    dataset = ImageTable(root, [paths[i] for i in mine], test_transform(*input_size))
-    chunks = []
-    loader = make_loader(dataset, batch_size, num_workers)
-    for images, _ in tqdm(loader, desc=desc, leave=False, disable=not distributed.is_main()):
-        f, p = model(images.to(device, non_blocking=True))
-        chunks.append((f if which == "f" else p).float())
+    outputs = []
+    for images in tqdm(batches, desc=desc, leave=False, disable=not distributed.is_main()):
+        pooled, proj = model.pooled(images.to(device, non_blocking=True))
+        if which == "raw":
+            outputs.append((pooled.float(), proj.float()))
+        elif which == "f":
+            outputs.append((model.head(pooled, proj).float(),))
+        else:
+            outputs.append((proj.float(),))
     model.train(was_training)
-    features = torch.cat(chunks) if chunks else torch.empty(0, device=device)
-    if distributed.world_size() == 1:
-        return features.cpu()
-    gathered = distributed.all_gather_cat(features)
-    order = distributed.all_gather_cat(torch.tensor(mine, device=device))
-    out = torch.empty_like(gathered)
-    out[order] = gathered
-    return out.cpu()
+    if outputs:
+        parts = [torch.cat(column) for column in zip(*outputs, strict=True)]
+    else:
+        parts = [torch.empty(0, device=device)] * (2 if which == "raw" else 1)
+    if distributed.world_size() > 1:
+        order = distributed.all_gather_cat(torch.tensor(mine, device=device))
+        gathered = []
+        for part in parts:
+            full = distributed.all_gather_cat(part)
+            out = torch.empty_like(full)
+            out[order] = full
+            gathered.append(out)
+        parts = gathered
+    parts = [part.cpu() for part in parts]
+    return tuple(parts) if which == "raw" else parts[0]
 
 
 def save_checkpoint(path: str | Path, **parts: Any) -> None:

@@ -8,6 +8,7 @@ only the backbone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ccafl import distributed
+from ccafl.data.images import decode_images
 from ccafl.models.classifier import CosineClassifier
 from ccafl.models.factory import build_reid_model
 from ccafl.training.common import (
@@ -38,6 +40,7 @@ class TrainingData:
     train: pd.DataFrame
     text_features: torch.Tensor  # (N_G, D) t_g, row = gid, L2-normalised
     logit_scale: float
+    images: torch.Tensor | None = None  # decoded training images (train.image_cache)
 
     @property
     def n_gids(self) -> int:
@@ -50,6 +53,18 @@ class TrainingData:
     @property
     def cameras(self) -> np.ndarray:
         return self.train["camera"].to_numpy()
+
+    @cached_property
+    def gids_of_camera(self) -> dict[int, torch.Tensor]:
+        """Sorted gids of each camera (a contiguous range: gids are numbered camera by camera)."""
+        gids, cameras = torch.as_tensor(self.gids), torch.as_tensor(self.cameras)
+        return {int(c): torch.unique(gids[cameras == c]) for c in torch.unique(cameras)}
+
+    def cache_images(self, size: tuple[int, int], threads: int = 4) -> TrainingData:
+        """Decode every training image once (uint8, at the network input size)."""
+        if self.images is None:
+            self.images = decode_images(self.root, self.train["path"].tolist(), size, threads)
+        return self
 
     @classmethod
     def load(cls, dataset_root: str | Path, ics_dir: str | Path, prompt_dir: str | Path):

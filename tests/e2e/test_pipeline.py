@@ -116,14 +116,19 @@ def test_changed_eval_parameter_reruns_only_evaluation(workdir: Path) -> None:
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(workdir, "--configfile", str(changed))
     assert "evaluate" in jobs
-    assert set(jobs) <= {"evaluate", "report", "all"}
+    # The zero-shot reference row is an evaluation too.
+    assert set(jobs) <= {"evaluate", "zeroshot", "report", "all"}
 
 
 def test_deleted_epoch_reruns_from_that_epoch(workdir: Path) -> None:
     results = workdir / "results" / "tiny"
     shutil.rmtree(results / "inter" / "epoch_004")
     jobs = planned_jobs(workdir)
-    assert jobs.get("inter_epoch") == 2  # epochs 4 and 5, not 3
+    # Blocks of one epoch here: the jobs of epochs 4 and 5, not 3.
+    assert {rule for rule in jobs if rule.startswith("inter_epochs")} == {
+        "inter_epochs_004",
+        "inter_epochs_005",
+    }
     assert "intra" not in jobs and "prompt" not in jobs
     snakemake(workdir)
     assert (results / "inter" / "epoch_004" / "checkpoint.pt").is_file()
@@ -146,3 +151,78 @@ def test_typo_in_config_is_named(workdir: Path) -> None:
     result = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
     assert result.returncode != 0
     assert "'epoch' was unexpected" in result.stdout + result.stderr
+
+
+def _block_workdir(tmp_path_factory: pytest.TempPathFactory, name: str, per_job: int) -> Path:
+    work = tmp_path_factory.mktemp(name)
+    (work / "config").mkdir()
+    config = yaml.safe_load((REPO / "tests" / "e2e" / "config.yaml").read_text())
+    config["train"]["epochs_per_job"] = per_job
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def _same_run(a: Path, b: Path) -> None:
+    """Bit-identical metrics, and every epoch's checkpoint weights and association graph."""
+    import torch
+
+    ra, rb = a / "results" / "tiny", b / "results" / "tiny"
+    assert json.loads((ra / "eval" / "metrics.json").read_text()) == json.loads(
+        (rb / "eval" / "metrics.json").read_text()
+    )
+    for epoch in (3, 4, 5):
+        folder = f"inter/epoch_{epoch:03d}"
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(ra / folder / "graph.parquet"),
+            pd.read_parquet(rb / folder / "graph.parquet"),
+        )
+        wa = torch.load(ra / folder / "checkpoint.pt", weights_only=False)["model"]
+        wb = torch.load(rb / folder / "checkpoint.pt", weights_only=False)["model"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), folder
+
+
+def test_blocks_of_epochs_equal_one_job_per_epoch(
+    workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """train.epochs_per_job only groups epochs into jobs: the numbers do not change."""
+    blocks = _block_workdir(tmp_path_factory, "e2e-blocks", per_job=3)
+    snakemake(blocks)
+    assert (blocks / "results" / "tiny" / "benchmarks" / "inter_epochs_003.tsv").is_file()
+    assert not (blocks / "results" / "tiny" / "benchmarks" / "inter_epochs_004.tsv").exists()
+    _same_run(workdir, blocks)
+
+
+def test_run_killed_inside_a_block_resumes_from_the_block_start(
+    workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Killed after epoch 3 of the block 3-5: the rerun redoes the block, same numbers."""
+    import os
+    import signal
+    import time
+
+    killed = _block_workdir(tmp_path_factory, "e2e-killed", per_job=3)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(killed),
+        "--cores",
+        "2",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    first_epoch = killed / "results" / "tiny" / "inter" / "epoch_003" / "metrics.json"
+    deadline = time.monotonic() + 600
+    while not first_epoch.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed inside the block"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "results" / "tiny" / "eval" / "metrics.json").exists()
+    snakemake(killed, "--unlock")
+    snakemake(killed, "--rerun-incomplete")
+    _same_run(workdir, killed)

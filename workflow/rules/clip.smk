@@ -10,10 +10,11 @@ rule clip_pretrain:
         log=f"{RESULTS}/clip/log.parquet",
         zero_shot=f"{RESULTS}/clip/zero_shot.json",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "clip_pretrain", "train"),
+        cfg=cfg_json("dataset", "input", "clip", "clip_pretrain"),
         out_dir=f"{RESULTS}/clip",
     resources:
         gpu=GPUS,
+    threads: THREADS
     log:
         f"{LOGS}/clip_pretrain.log",
     benchmark:

@@ -2,9 +2,11 @@
 #
 # Per-run rules (prompt .. evaluate) have a `{run}` path prefix: "" for the main run,
 # "ablation/<variant>-s<seed>/" for a variant (ccafl.ablation); each run has its own config.
+import re
 import shlex
 import sys
 
+from ccafl.ablation import RUN_PATTERN as RUN_PATTERN_STRICT
 from ccafl.ablation import run_config, runs, sections_json
 
 DS = config["dataset"]["name"]
@@ -20,13 +22,19 @@ GPU_CCAFL = f"{PYTHON} -m ccafl.gpu_lease --gpus {GPUS} -- {CCAFL}" if GPUS else
 _TORCHRUN = f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m ccafl"
 DDP_CCAFL = f"{PYTHON} -m ccafl.gpu_lease --gpus {GPUS} -- {_TORCHRUN}" if GPUS > 1 else GPU_CCAFL
 RUN = "{run}"
+# CPU threads of a compute job: all cores when jobs run on the CPU one after the other (the
+# training chain is sequential), a few when GPU jobs may run side by side.
+THREADS = config["resources"]["threads_per_job"] or (workflow.cores if GPUS == 0 else 4)
 # What stages 2 and 3 depend on: a change here reruns training, not ICS or the prompts.
 TRAINING_SECTIONS = ("dataset", "input", "clip", "prompt", "train")
 PROMPT_SECTIONS = ("dataset", "input", "clip", "prompt")
 
 
+RUN_PATTERN = r"(ablation/[A-Za-z0-9_.+=-]+-s\d+/)?"
+
+
 wildcard_constraints:
-    run=r"(ablation/[A-Za-z0-9_.+=-]+-s\d+/)?",
+    run=RUN_PATTERN,
     epoch=r"\d{3}",
 
 
@@ -71,7 +79,8 @@ def text_features(wildcards):
 
 
 def clip_input(wildcards):
-    return {"clip": f"{RESULTS}/clip/pretrained.pt"} if uses_caption_clip(wildcards.run) else {}
+    run = getattr(wildcards, "run", "")
+    return {"clip": f"{RESULTS}/clip/pretrained.pt"} if uses_caption_clip(run) else {}
 
 
 def clip_arg(wildcards, input):
@@ -99,8 +108,114 @@ def inter_epochs(run=""):
     return list(range(train["intra_epochs"] + 1, train["epochs"] + 1))
 
 
+def inter_blocks(run=""):
+    """The run's stage-3 epochs cut into blocks of train.epochs_per_job, one job each."""
+    epochs = inter_epochs(run)
+    size = run_config(config, run)["train"]["epochs_per_job"]
+    return tuple(tuple(epochs[i : i + size]) for i in range(0, len(epochs), size))
+
+
+def all_runs():
+    return ["", *runs(config, "variants"), *runs(config, "sweeps")]
+
+
+def block_layouts():
+    """Runs grouped by how their stage 3 is cut into blocks: {blocks: [run, ...]}."""
+    layouts = {}
+    for run in all_runs():
+        layouts.setdefault(inter_blocks(run), []).append(run)
+    return layouts
+
+
+def block_rule_name(layout_index, block):
+    prefix = "inter_epochs" if layout_index == 0 else f"inter_epochs_layout{layout_index}"
+    return f"{prefix}_{block[0]:03d}"
+
+
+def run_constraint(layout_runs):
+    """Wildcard constraint for {run}: the runs of one block layout (all runs when only one)."""
+    if len(block_layouts()) == 1:
+        return RUN_PATTERN
+    return "(" + "|".join(re.escape(run) for run in layout_runs) + ")"
+
+
+def epoch_dir(run, epoch):
+    return f"{RESULTS}/{run}inter/epoch_{epoch:03d}"
+
+
+EPOCH_FILES = ("checkpoint.pt", "graph.parquet", "labels.parquet", "log.parquet", "metrics.json")
+
+
+def block_outputs(block):
+    """Every artifact of every epoch of a block, named <file stem>_<epoch>."""
+    return {
+        f"{name.split('.')[0]}_{epoch:03d}": f"{RESULTS}/{RUN}inter/epoch_{epoch:03d}/{name}"
+        for epoch in block
+        for name in EPOCH_FILES
+    }
+
+
+# The name cluster profiles give stage 3 (set-resources, groups): the block rules' own names
+# carry their first epoch, so a profile cannot list them; its `inter_epoch` entries apply to all.
+STAGE3_PROFILE_NAME = "inter_epoch"
+
+
+def stage3_resources(block):
+    """The profile's `inter_epoch` resources; its runtime is per epoch, times the block."""
+    profile = workflow.resource_settings.overwrite_resources.get(STAGE3_PROFILE_NAME, {})
+    # Parsed values carry the number or string in .value, as Snakemake applies them.
+    resources = {"gpu": GPUS, **{k: getattr(v, "value", v) for k, v in profile.items()}}
+    if isinstance(resources.get("runtime"), int):
+        resources["runtime"] *= len(block)
+    return resources
+
+
+def stage3_group():
+    return workflow.group_settings.overwrite_groups.get(STAGE3_PROFILE_NAME)
+
+
+def uses_supervised_labels(run=""):
+    return run_config(config, run)["train"]["labels"] == "supervised"
+
+
+def supervised_input(wildcards):
+    if uses_supervised_labels(wildcards.run):
+        return {"labels": f"{RESULTS}/supervised/labels.parquet"}
+    return {}
+
+
+def labels_arg(wildcards, input):
+    return f"--labels {input.labels}" if "labels" in input.keys() else ""
+
+
 def run_metrics(group):
     return [f"{RESULTS}/{run}eval/metrics.json" for run in runs(config, group)]
+
+
+def variant_metrics(variant):
+    """eval/metrics.json of a variant at every seed of ablation.seeds."""
+    if variant not in config["ablation"]["variants"]:
+        raise ValueError(f"ablation.variants has no {variant!r}: the calibration table needs it")
+    return [
+        f"{RESULTS}/ablation/{variant}-s{seed}/eval/metrics.json"
+        for seed in config["ablation"]["seeds"]
+    ]
+
+
+def seed_args(flag, metrics_files):
+    seeds = config["ablation"]["seeds"]
+    return " ".join(
+        f"{flag} {seed} {shlex.quote(path)}" for seed, path in zip(seeds, metrics_files, strict=True)
+    )
+
+
+def run_args(group, metrics_files):
+    """--run VARIANT SEED FILE per run of the group, for the variant table."""
+    args = []
+    for run, path in zip(runs(config, group), metrics_files, strict=True):
+        match = RUN_PATTERN_STRICT.match(run)
+        args.append(f"--run {match['variant']} {match['seed']} {shlex.quote(path)}")
+    return " ".join(args)
 
 
 def epoch_artifacts(run=""):
@@ -131,4 +246,9 @@ def report_file(name, caption, category):
 
 
 def all_targets():
-    return [f"{RESULTS}/eval/metrics.json", f"{RESULTS}/report/metrics.md", *epoch_artifacts()]
+    return [
+        f"{RESULTS}/eval/metrics.json",
+        f"{RESULTS}/reference/zeroshot.json",
+        f"{RESULTS}/report/metrics.md",
+        *epoch_artifacts(),
+    ]
