@@ -76,7 +76,8 @@ def build_custom_tree(root: Path, fmt: str = "csv") -> Path:
                 write_image(root / rel, len(train_rows))
                 train_rows.append({"path": rel, "camera": cam, "intra_id": label})
     test_rows = []
-    for i, (cam, pid) in enumerate([("entrance", 5), ("hall", 5), ("hall", 6), ("entrance", 6)]):
+    # Query and gallery share each person across cameras, so the split is evaluable.
+    for i, (cam, pid) in enumerate([("entrance", 5), ("hall", 6), ("hall", 5), ("entrance", 6)]):
         rel = f"test/{i}.png"
         write_image(root / rel, 100 + i)
         test_rows.append({"path": rel, "camera": cam, "pid": pid})

@@ -157,11 +157,39 @@ def verify_images(root: Path, paths: list[str], mode: str = "header", workers: i
         raise DatasetError(f"{len(bad)} unreadable image(s):\n  {listing}{more}")
 
 
+def check_evaluable(query: pd.DataFrame, gallery: pd.DataFrame, root: Path) -> int:
+    """How many queries have a valid match (same person, other camera; DESIGN section 5).
+
+    None at all is an error found here, before any training, rather than at `evaluate`;
+    some without one is a warning (evaluation skips them).
+    """
+    persons = query.loc[query["pid"] > 0, ["pid", "camera"]].reset_index(names="query")
+    candidates = gallery.loc[gallery["pid"] > 0, ["pid", "camera"]].drop_duplicates()
+    pairs = persons.merge(candidates, on="pid", suffixes=("", "_gallery"))
+    valid = int(pairs.loc[pairs["camera"] != pairs["camera_gallery"], "query"].nunique())
+    if valid == 0:
+        raise DatasetError(
+            f"no query of {root} has a gallery image of the same person from another camera, "
+            "so evaluation would have nothing to measure; check the person ids and cameras of "
+            "the query and gallery splits"
+        )
+    if valid < len(query):
+        log.warning(
+            "%d of %d queries of %s have no gallery image of the same person from another "
+            "camera; evaluation will skip them",
+            len(query) - valid,
+            len(query),
+            root,
+        )
+    return valid
+
+
 def build_ics(root: str | Path, fmt: str, out_dir: str | Path, verify: str = "header") -> dict:
     """Load, verify and relabel a dataset; write the ICS tables atomically into ``out_dir``."""
     start = time.perf_counter()
     raw = load_dataset(root, fmt)
     tables = relabel(raw)
+    check_evaluable(tables.query, tables.gallery, raw.root)
     all_paths = np.concatenate(
         [tables.train["path"], tables.query["path"], tables.gallery["path"]]
     ).tolist()
