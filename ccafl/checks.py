@@ -29,7 +29,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from ccafl.config import ConfigError, validate
+from ccafl.config import ConfigError, read_config_file, validate
 from ccafl.errors import UserError, WeightsError
 
 # Snakemake commands that only tidy up the working directory: they parse the Snakefile too, and
@@ -262,9 +262,12 @@ def checkpoint_problem(path: str | Path) -> str | None:
 
 
 def recovery_hint(path: str | Path) -> str:
-    folder = Path(path).parent
+    """How to get an intact file back: the pipeline recomputes what it wrote."""
+    path = Path(path)
+    if "results" not in path.parts:
+        return "pass an intact file (if the pipeline wrote it, delete it and rerun snakemake)"
     return (
-        f"delete {folder}/ and rerun snakemake to recompute it and what follows "
+        f"delete {path.parent}/ and rerun snakemake to recompute it and what follows "
         "(after a killed run, `snakemake --unlock` first)"
     )
 
@@ -321,3 +324,13 @@ def workflow_config_or_exit(config: dict, argv: list[str] | None = None) -> dict
         return workflow_config(config, files=files)
     except UserError as error:
         sys.exit(f"ccafl: {error}")
+
+
+def config_file_or_exit(path: str) -> str:
+    """``path``, after making sure it parses: Snakemake's own message names neither file nor line."""
+    if os.path.isfile(path):
+        try:
+            read_config_file(Path(path))
+        except UserError as error:
+            sys.exit(f"ccafl: {error}")
+    return path

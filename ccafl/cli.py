@@ -157,11 +157,12 @@ def user_error_line(error: BaseException) -> str | None:
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return f"no space left on device writing {error.filename or 'a file'}: free some space"
     if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
-        what = (
-            f"{error.strerror}: {error.filename}"
-            if error.filename is not None
-            else str(error).splitlines()[0]
-        )
+        what = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if error.filename is not None:
+            kind = "file not found" if isinstance(error, FileNotFoundError) else error.strerror
+            what = f"{kind}: {error.filename}"
+        elif isinstance(error, FileNotFoundError) and "not found" not in what.lower():
+            what = f"file not found: {what}"  # pandas gives just the path
         if isinstance(error, FileNotFoundError):
             return (
                 f"{what} (an input of this stage: run the stage that writes it, as snakemake "

@@ -73,6 +73,20 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def read_config_file(path: Path) -> dict:
+    """A YAML config file as a dict, or a ConfigError naming the file and line at fault."""
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}{at}: not valid YAML ({problem})") from error
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
+    return config
+
+
 def parse_overrides(text: str) -> dict:
     """The JSON of ``--set``, or a one-line ConfigError saying where it breaks."""
     try:
@@ -95,15 +109,7 @@ def load_config(path: str | Path | None = None, overrides: str | dict | None = N
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path} (--config takes a YAML file)")
-        try:
-            config = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            at = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ConfigError(f"{path}{at}: not valid YAML ({problem})") from error
-        if not isinstance(config, dict):
-            raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
+        config = read_config_file(path)
     if overrides:
         if isinstance(overrides, str):
             overrides = parse_overrides(overrides)

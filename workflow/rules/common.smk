@@ -6,6 +6,7 @@ import shlex
 import sys
 
 from ccafl.ablation import run_config, runs, sections_json
+from ccafl.checks import checked_checkpoint
 
 DS = config["dataset"]["name"]
 RESULTS = f"results/{DS}"
@@ -71,7 +72,9 @@ def text_features(wildcards):
 
 
 def clip_input(wildcards):
-    return {"clip": f"{RESULTS}/clip/pretrained.pt"} if uses_caption_clip(wildcards.run) else {}
+    if not uses_caption_clip(wildcards.run):
+        return {}
+    return {"clip": checked_checkpoint(f"{RESULTS}/clip/pretrained.pt")}
 
 
 def clip_arg(wildcards, input):
@@ -79,6 +82,12 @@ def clip_arg(wildcards, input):
 
 
 def epoch_checkpoint(run, epoch):
+    """The checkpoint after ``epoch``; one that exists but is damaged stops the DAG here,
+    before Snakemake deletes the outputs of the job that would read it (ccafl.checks)."""
+    return checked_checkpoint(_epoch_checkpoint(run, epoch))
+
+
+def _epoch_checkpoint(run, epoch):
     train = run_config(config, run)["train"]
     if epoch <= train["intra_epochs"]:
         return f"{RESULTS}/{run}intra/checkpoint.pt"
