@@ -789,3 +789,23 @@ def test_ics_warnings_and_errors_reach_the_terminal(tmp_path: Path) -> None:
                 "every row needs path, camera, intra_id"
             ) in result.stderr.splitlines()
     assert (tree_digest(market), tree_digest(custom)) == before
+
+
+def test_unreadable_images_and_unlearnable_splits_are_one_line(tmp_path: Path, cli) -> None:
+    market = build_market_tree(tmp_path / "market")
+    broken = sorted((market / "query").iterdir())
+    for image in broken:
+        image.write_bytes(b"not a jpeg")
+    line = only_line(cli(*ics_args(market, tmp_path / "ics", "market1501")))
+    assert line.startswith(f"ccafl ics: error: 2 unreadable image(s): {broken[0]} (")
+    assert line.endswith("; replace or remove them (the log lists them all)")
+    single = build_market_tree(tmp_path / "single")
+    for pid in ("0002", "0007", "0009"):  # keep only pid 11: one identity in each camera
+        for image in (single / "bounding_box_train").glob(f"{pid}_*"):
+            image.unlink()
+    line = only_line(cli(*ics_args(single, tmp_path / "ics", "market1501")))
+    assert line == (
+        f"ccafl ics: error: no camera of {single} has two or more training identities: "
+        "intra-camera learning would have nothing to contrast; check the training split's "
+        "labels"
+    )
