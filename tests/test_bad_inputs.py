@@ -8,6 +8,7 @@ shows them; a few run real jobs on a tiny fixture.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,14 @@ def tree_digest(root: Path) -> str:
         if path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def untouched(*roots: Path):
+    """Asserts that nothing under ``roots`` (the user's datasets) changed inside the block."""
+    before = [tree_digest(root) for root in roots]
+    yield
+    assert [tree_digest(root) for root in roots] == before, "a dataset folder changed"
 
 
 def run(command: list[str], workdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -280,7 +289,8 @@ def test_ill_typed_manifest_cell_names_file_and_line(tmp_path: Path, cli) -> Non
         return table
 
     root = custom_tree_with(tmp_path, "gallery", text_pid)
-    line = only_line(cli(*ics_args(root, tmp_path / "ics")))
+    with untouched(root):
+        line = only_line(cli(*ics_args(root, tmp_path / "ics")))
     assert line == (
         f"ccafl ics: error: manifest {root / 'gallery.csv'} line 3: pid 'five' is not an "
         "integer (person ids are integers; 0 = distractor, -1 = junk)"
@@ -291,7 +301,8 @@ def test_duplicated_manifest_path_is_an_error(tmp_path: Path, cli) -> None:
     import pandas as pd
 
     root = custom_tree_with(tmp_path, "train", lambda t: pd.concat([t, t.iloc[[2]]]))
-    line = only_line(cli(*ics_args(root, tmp_path / "ics")))
+    with untouched(root):
+        line = only_line(cli(*ics_args(root, tmp_path / "ics")))
     assert line == (
         f"ccafl ics: error: manifest {root / 'train.csv'} lines 4, 12: image "
         "imgs/entrance_b_0.png is listed more than once; list each image once"
@@ -306,7 +317,8 @@ def test_one_image_under_two_cameras_is_an_error(tmp_path: Path, cli) -> None:
         return pd.concat([table, extra])
 
     root = custom_tree_with(tmp_path, "train", twice)
-    line = only_line(cli(*ics_args(root, tmp_path / "ics")))
+    with untouched(root):
+        line = only_line(cli(*ics_args(root, tmp_path / "ics")))
     assert line == (
         f"ccafl ics: error: manifest {root / 'train.csv'} lines 2, 12: image "
         "imgs/entrance_a_0.png is listed under cameras entrance, hall; an image has one camera"
@@ -315,7 +327,8 @@ def test_one_image_under_two_cameras_is_an_error(tmp_path: Path, cli) -> None:
     root = custom_tree_with(
         tmp_path / "q", "gallery", lambda t: t.assign(path=["test/0.png", "test/3.png"])
     )
-    line = only_line(cli(*ics_args(root, tmp_path / "ics")))
+    with untouched(root):
+        line = only_line(cli(*ics_args(root, tmp_path / "ics")))
     assert line == (
         "ccafl ics: error: image test/0.png is listed under two cameras (entrance in "
         f"{root / 'query.csv'}, hall in {root / 'gallery.csv'}); an image has one camera"
@@ -324,7 +337,8 @@ def test_one_image_under_two_cameras_is_an_error(tmp_path: Path, cli) -> None:
 
 def test_no_query_with_a_cross_camera_match_fails_at_ics(tmp_path: Path, cli) -> None:
     root = custom_tree_with(tmp_path, "gallery", lambda t: t.assign(pid=[7, 8]))
-    line = only_line(cli(*ics_args(root, tmp_path / "ics")))
+    with untouched(root):
+        line = only_line(cli(*ics_args(root, tmp_path / "ics")))
     assert line == (
         f"ccafl ics: error: no query of {root} has a gallery image of the same person from "
         "another camera, so evaluation would have nothing to measure; check the person ids "
@@ -796,14 +810,16 @@ def test_unreadable_images_and_unlearnable_splits_are_one_line(tmp_path: Path, c
     broken = sorted((market / "query").iterdir())
     for image in broken:
         image.write_bytes(b"not a jpeg")
-    line = only_line(cli(*ics_args(market, tmp_path / "ics", "market1501")))
+    with untouched(market):
+        line = only_line(cli(*ics_args(market, tmp_path / "ics", "market1501")))
     assert line.startswith(f"ccafl ics: error: 2 unreadable image(s): {broken[0]} (")
     assert line.endswith("; replace or remove them (the log lists them all)")
     single = build_market_tree(tmp_path / "single")
     for pid in ("0002", "0007", "0009"):  # keep only pid 11: one identity in each camera
         for image in (single / "bounding_box_train").glob(f"{pid}_*"):
             image.unlink()
-    line = only_line(cli(*ics_args(single, tmp_path / "ics", "market1501")))
+    with untouched(single):
+        line = only_line(cli(*ics_args(single, tmp_path / "ics", "market1501")))
     assert line == (
         f"ccafl ics: error: no camera of {single} has two or more training identities: "
         "intra-camera learning would have nothing to contrast; check the training split's "

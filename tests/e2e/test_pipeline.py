@@ -145,4 +145,4 @@ def test_typo_in_config_is_named(workdir: Path) -> None:
     bad.write_text("train:\n  epoch: 3\n")
     result = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
     assert result.returncode != 0
-    assert "'epoch' was unexpected" in result.stdout + result.stderr
+    assert "config key train.epoch is unknown (did you mean 'epochs'?)" in result.stderr
