@@ -825,3 +825,27 @@ def test_unreadable_images_and_unlearnable_splits_are_one_line(tmp_path: Path, c
         "intra-camera learning would have nothing to contrast; check the training split's "
         "labels"
     )
+
+
+def test_fetch_weights_uses_the_cache_and_names_unknown_tags(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub
+    from open_clip import pretrained
+
+    from ccafl.errors import WeightsError
+    from ccafl.models.weights import fetch_hub_weights
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsError, match="RN50/opnai is not an open_clip pretrained tag"):
+        fetch_hub_weights("RN50", "opnai")
+    repo = tmp_path / "models--timm--resnet50_clip.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    weights = repo / "snapshots" / "abc123" / "open_clip_pytorch_model.bin"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("cached weights must not be downloaded again")
+
+    monkeypatch.setattr(pretrained, "download_pretrained", no_network)
+    assert fetch_hub_weights("RN50", "openai") == weights
