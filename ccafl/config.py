@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,18 @@ class ConfigError(UserError, ValueError):
 
 
 def load_schema() -> dict:
+    return copy.deepcopy(_schema())
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    """Parsed once per process: the workflow validates every ablation run's config with it."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_schema())
 
 
 def _fill_defaults(node: dict, schema: dict) -> None:
@@ -52,10 +64,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
 def validate(config: dict) -> dict:
     """Return a validated copy of ``config`` with schema defaults filled in."""
     config = copy.deepcopy(config)
-    schema = load_schema()
-    _fill_defaults(config, schema)
+    _fill_defaults(config, _schema())  # copies the defaults it fills in
     errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(config),
+        _validator().iter_errors(config),
         key=lambda e: list(map(str, e.absolute_path)),
     )
     if errors:
