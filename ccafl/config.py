@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from ccafl.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
-class ConfigError(ValueError):
-    """A configuration that does not follow workflow/schemas/config.schema.yaml."""
+class ConfigError(UserError, ValueError):
+    """A configuration that does not follow the schema, or whose keys contradict each other."""
 
 
 def load_schema() -> dict:
+    return copy.deepcopy(_schema())
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    """Parsed once per process: the workflow validates every ablation run's config with it."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_schema())
 
 
 def _fill_defaults(node: dict, schema: dict) -> None:
@@ -31,24 +46,31 @@ def _fill_defaults(node: dict, schema: dict) -> None:
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
-    where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
-    if error.validator == "additionalProperties":
+    """One short clause per schema violation, naming the key (never the schema itself)."""
+    where = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
-        return f"config key {where}: {error.message}; allowed keys here: {', '.join(allowed)}"
-    return f"config key {where}: {error.message}"
+        clauses = []
+        for key in sorted(set(error.instance) - set(allowed)):
+            name = f"{where}.{key}" if where else str(key)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            clauses.append(f"config key {name} is unknown ({hint})")
+        if clauses:
+            return "; ".join(clauses)
+    return f"config key {where or '<top level>'}: {error.message}"
 
 
 def validate(config: dict) -> dict:
     """Return a validated copy of ``config`` with schema defaults filled in."""
     config = copy.deepcopy(config)
-    schema = load_schema()
-    _fill_defaults(config, schema)
+    _fill_defaults(config, _schema())  # copies the defaults it fills in
     errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(config),
+        _validator().iter_errors(config),
         key=lambda e: list(map(str, e.absolute_path)),
     )
     if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(map(_describe, errors)))
+        raise ConfigError("; ".join(map(_describe, errors)) + " (keys: config/README.md)")
     return config
 
 
@@ -62,16 +84,45 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def read_config_file(path: Path) -> dict:
+    """A YAML config file as a dict, or a ConfigError naming the file and line at fault."""
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}{at}: not valid YAML ({problem})") from error
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping of sections")
+    return config
+
+
+def parse_overrides(text: str) -> dict:
+    """The JSON of ``--set``, or a one-line ConfigError saying where it breaks."""
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as error:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise ConfigError(
+            f"--set is not valid JSON ({error.msg} at column {error.colno}): {shown!r}; "
+            """write it in single quotes with double-quoted keys, e.g. --set '{"train": {"epochs": 5}}'"""
+        ) from error
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"--set must be a JSON object of config sections, got {text!r}")
+    return overrides
+
+
 def load_config(path: str | Path | None = None, overrides: str | dict | None = None) -> dict:
     """Load a YAML config (or nothing: all defaults), merge JSON overrides, validate."""
     config: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        config = yaml.safe_load(path.read_text()) or {}
+            raise ConfigError(f"config file not found: {path} (--config takes a YAML file)")
+        config = read_config_file(path)
     if overrides:
         if isinstance(overrides, str):
-            overrides = json.loads(overrides)
+            overrides = parse_overrides(overrides)
         config = deep_merge(config, overrides)
     return validate(config)

@@ -113,11 +113,14 @@ def _inter_args(p: argparse.ArgumentParser) -> None:
 def _inter_epoch(args: argparse.Namespace, config: dict) -> None:
     from ccafl import distributed
     from ccafl.diagnostics import association_diagnostics
+    from ccafl.training.common import load_checkpoint
     from ccafl.training.inter import run_inter_epochs
     from ccafl.training.state import TrainingData
 
     if len(args.epoch) != len(args.out_dir):
         raise SystemExit("inter-epoch: give one --out-dir per --epoch")
+    # Before anything heavy: the previous epoch's checkpoint is readable and is epoch - 1.
+    load_checkpoint(args.previous, epoch=args.epoch[0] - 1, mmap=True)
     distributed.init_from_env()
     data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
     given = None if args.labels is None else given_labels(args.labels, data.n_gids)

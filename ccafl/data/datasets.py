@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ccafl.errors import UserError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 MARKET_NAME = re.compile(
@@ -22,7 +24,7 @@ DUKE_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)_f(?P<frame>\d+)\.")
 MSMT_NAME = re.compile(r"^(?P<pid>\d+)_(?P<idx>\d+)_(?P<cam>\d+)_(?P<time>\w+?)_(?P<frame>\d+)_")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Bad dataset input: the message names the file or folder at fault."""
 
 
@@ -156,26 +158,105 @@ def load_msmt17(root: Path) -> RawDataset:
     return RawDataset(root, train, query, gallery)
 
 
+def _rows(table: pd.DataFrame, mask: pd.Series, path: Path) -> str:
+    """Where flagged rows are, as a user finds them: CSV line numbers (header = line 1)."""
+    positions = [int(i) for i in mask.to_numpy().nonzero()[0]]
+    csv = path.suffix == ".csv"
+    shown = ", ".join(str(i + 2 if csv else i + 1) for i in positions[:5])
+    more = f" and {len(positions) - 5} more" if len(positions) > 5 else ""
+    return f"{'line' if csv else 'row'}{'s' if len(positions) > 1 else ''} {shown}{more}"
+
+
+def _check_manifest_cells(table: pd.DataFrame, path: Path, required: list[str]) -> None:
+    """Blank and ill-typed cells, named by file, line and column (pid must be an integer)."""
+    for column in required:
+        values = table[column]
+        blank = values.isna() | values.astype(str).str.strip().eq("")
+        if blank.any():
+            raise DatasetError(
+                f"manifest {path} {_rows(table, blank, path)}: blank {column}; every row "
+                f"needs {', '.join(required)}"
+            )
+    for column in ("pid",):
+        if column not in table.columns:
+            continue
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = numbers.isna() | (numbers != numbers.round())
+        if bad.any():
+            first = table.loc[bad, column].iloc[0]
+            raise DatasetError(
+                f"manifest {path} {_rows(table, bad, path)}: {column} {first!r} is not an "
+                "integer (person ids are integers; 0 = distractor, -1 = junk)"
+            )
+
+
+def _check_manifest_paths(table: pd.DataFrame, path: Path) -> None:
+    """Each image once, under one camera: a duplicate would count twice or contradict."""
+    repeated = table["path"].duplicated(keep=False)
+    if not repeated.any():
+        return
+    image = table.loc[repeated, "path"].iloc[0]
+    same = table["path"] == image
+    cameras = table.loc[same, "camera_name"].unique()
+    if len(cameras) > 1:
+        raise DatasetError(
+            f"manifest {path} {_rows(table, same, path)}: image {image} is listed under "
+            f"cameras {', '.join(map(str, cameras))}; an image has one camera"
+        )
+    raise DatasetError(
+        f"manifest {path} {_rows(table, repeated, path)}: image {image} is listed more than "
+        "once; list each image once"
+    )
+
+
 def _read_manifest(root: Path, split: str, required: list[str]) -> pd.DataFrame:
-    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
-        path = root / f"{split}{suffix}"
-        if path.is_file():
-            table = reader(path)
-            missing = [c for c in required if c not in table.columns]
-            if missing:
-                raise DatasetError(
-                    f"manifest {path} lacks column(s) {missing}; it needs {required}"
-                )
-            table = table.copy()
-            table["path"] = table["path"].astype(str)
-            table["camera_name"] = table["camera"].astype(str)
-            return table
-    raise DatasetError(f"manifest not found: {root / split}.csv (or .parquet)")
+    path = _manifest_path(root, split)
+    reader = pd.read_parquet if path.suffix == ".parquet" else pd.read_csv
+    try:
+        table = reader(path)
+    except Exception as error:  # pandas/pyarrow raise many types for a malformed file
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetError(f"cannot read manifest {path}: {first}") from error
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DatasetError(f"manifest {path} lacks column(s) {missing}; it needs {required}")
+    _check_manifest_cells(table, path, required)
+    table = table.copy()
+    table["path"] = table["path"].astype(str)
+    table["camera_name"] = table["camera"].astype(str)
+    if "pid" in table.columns:
+        table["pid"] = pd.to_numeric(table["pid"]).astype("int64")
+    _check_manifest_paths(table, path)
+    return table
+
+
+def _check_cameras_agree(root: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """An image listed in two manifests must have the same camera in both."""
+    rows = pd.concat(
+        [
+            table[["path", "camera_name"]].assign(manifest=str(_manifest_path(root, split)))
+            for split, table in tables.items()
+        ]
+    )
+    cameras = rows.groupby("path")["camera_name"].nunique()
+    conflicts = cameras[cameras > 1]
+    if len(conflicts):
+        image = conflicts.index[0]
+        where = rows[rows["path"] == image]
+        pairs = zip(where["camera_name"], where["manifest"], strict=True)
+        listed = ", ".join(f"{camera} in {manifest}" for camera, manifest in pairs)
+        raise DatasetError(
+            f"image {image} is listed under two cameras ({listed}); an image has one camera"
+        )
 
 
 def load_custom(root: Path) -> RawDataset:
     """A user's own cameras: ``train.csv`` (path, camera, intra_id[, pid]) and
-    ``query.csv`` / ``gallery.csv`` (path, camera, pid); Parquet works too."""
+    ``query.csv`` / ``gallery.csv`` (path, camera, pid); Parquet works too.
+
+    Every cell is checked (blank, pid not an integer), and an image listed twice, or under two
+    cameras, is an error naming the manifest and its lines.
+    """
     root = _require_dir(Path(root))
     train = _read_manifest(root, "train", ["path", "camera", "intra_id"])
     has_pid = "pid" in train.columns
@@ -184,6 +265,7 @@ def load_custom(root: Path) -> RawDataset:
         train["pid"] = -1
     query = _read_manifest(root, "query", ["path", "camera", "pid"])
     gallery = _read_manifest(root, "gallery", ["path", "camera", "pid"])
+    _check_cameras_agree(root, {"train": train, "query": query, "gallery": gallery})
     columns = ["path", "camera_name", "pid"]
     return RawDataset(
         root,
@@ -202,6 +284,35 @@ LOADERS: dict[str, Callable[[Path], RawDataset]] = {
     # The synthetic benchmark is written in the Market-1501 layout on purpose.
     "synthetic": load_market1501,
 }
+
+
+def _manifest_path(root: Path, split: str) -> Path:
+    for suffix in (".parquet", ".csv"):
+        if (root / f"{split}{suffix}").is_file():
+            return root / f"{split}{suffix}"
+    raise DatasetError(f"manifest not found: {root / split}.csv (or .parquet)")
+
+
+def check_layout(root: str | Path, fmt: str) -> None:
+    """The folders and list files of ``fmt`` exist under ``root`` (no file is opened).
+
+    Cheap enough to run while the workflow is parsed; the loaders check every file name later.
+    """
+    root = _require_dir(Path(root))
+    if fmt in ("market1501", "dukemtmc", "synthetic"):
+        for folder in ("bounding_box_train", "query", "bounding_box_test"):
+            _require_dir(root / folder)
+    elif fmt == "msmt17":
+        _msmt_folder(root, ("train", "mask_train_v2"))
+        _msmt_folder(root, ("test", "mask_test_v2"))
+        for name in ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"):
+            if not (root / name).is_file():
+                raise DatasetError(f"MSMT17 list file not found: {root / name}")
+    elif fmt == "custom":
+        for split in ("train", "query", "gallery"):
+            _manifest_path(root, split)
+    else:
+        raise DatasetError(f"unknown dataset format {fmt!r}; known: {sorted(LOADERS)}")
 
 
 def load_dataset(root: str | Path, fmt: str) -> RawDataset:

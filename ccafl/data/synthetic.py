@@ -39,6 +39,9 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from ccafl.data.datasets import DatasetError
+from ccafl.data.marker import MARKER_NAME, replaceable, write_marker
+
 # --------------------------------------------------------------------------------------------
 # Spec
 
@@ -1313,10 +1316,18 @@ def synthesize(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> 
     """Render the benchmark under root; return a summary dict (counts per split, seconds).
 
     Rendering happens in ``<root>.tmp-<pid>`` which is renamed to root at the end, so an
-    interrupted run never leaves a complete-looking half dataset; an existing root is replaced.
+    interrupted run never leaves a complete-looking half dataset. An existing root is replaced
+    only if this function created it (`ccafl.data.marker`): a folder of a user's is never
+    touched, whatever the config says.
     """
     start = time.perf_counter()
     root = Path(root).absolute()
+    if not replaceable(root):
+        raise DatasetError(
+            f"refusing to write the synthetic benchmark into {root}: that folder exists and was "
+            f"not created by ccafl synthesize (no {MARKER_NAME} file in it); point dataset.root "
+            "at a new folder under resources/, or set dataset.format to the dataset's real format"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp_dirs(root)
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
@@ -1326,6 +1337,7 @@ def synthesize(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> 
         captions = pd.DataFrame(rows).sort_values("path", kind="stable").reset_index(drop=True)
         captions.to_parquet(tmp / "captions.parquet", index=False)
         (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_marker(tmp)
         _replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

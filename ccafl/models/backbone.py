@@ -10,8 +10,8 @@ strides are changed.
 Weight sources (`create_clip(pretrained=...)`):
 
 * ``None``: random initialisation (tests, the non-CLIP ablation).
-* an open_clip tag such as ``"openai"``: downloaded by open_clip from the hub on first use, so
-  only when the user names one; never implicitly.
+* an open_clip tag such as ``"openai"``: loaded from the local cache only; a run never
+  downloads (``python -m ccafl fetch-weights`` fills the cache once, on request).
 * a local checkpoint path: an open_clip state dict or one of our ``{"model": state_dict}`` dicts.
 * ``"captions"`` is *not* resolved here: the pipeline's ``clip_pretrain`` rule writes
   ``results/<ds>/clip/pretrained.pt`` and the caller passes that path.
@@ -33,6 +33,9 @@ import torch.nn.functional as F
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
+
+from ccafl.config import ConfigError
+from ccafl.errors import MissingWeightsError, WeightsError
 
 __all__ = [
     "CONFIG_DIR_ENV",
@@ -249,7 +252,13 @@ def load_clip_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # our own checkpoints may hold non-tensor state; the file is local
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as error:  # a damaged or foreign file: many exception types
+                raise WeightsError(
+                    f"clip.pretrained: cannot read {path} ({str(error).splitlines()[0]}); if "
+                    "the pipeline wrote it, delete it and rerun snakemake"
+                ) from error
     if isinstance(obj, torch.jit.ScriptModule):
         obj = obj.state_dict()
     if isinstance(obj, Mapping):
@@ -278,7 +287,11 @@ def _load_strict(model: nn.Module, state: dict[str, Tensor], path: Path) -> None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise RuntimeError(f"{path} does not fit this CLIP architecture: {err}") from err
+        first = str(err).splitlines()[0]
+        raise WeightsError(
+            f"clip.pretrained: {path} does not fit the CLIP architecture of clip.model ({first}); "
+            "check that clip.model names the architecture these weights were trained with"
+        ) from err
 
 
 def create_clip(
@@ -293,8 +306,8 @@ def create_clip(
 
     Args:
         model: open_clip architecture name (``RN50``, ``ViT-B-16``, ``ccafl-tiny-rn``, ...).
-        pretrained: ``None`` (random init), an open_clip tag (``openai``; fetched from the hub
-            only because it is named), or a local checkpoint path (see
+        pretrained: ``None`` (random init), an open_clip tag (``openai``; from the local
+            cache, see `ccafl.models.weights`), or a local checkpoint path (see
             `load_clip_state_dict`). ``"captions"`` must be resolved by the caller to the
             checkpoint written by the ``clip_pretrain`` rule.
         image_size: (H, W) input of the ReID pipeline, e.g. (256, 128); ``None`` keeps the
@@ -303,7 +316,9 @@ def create_clip(
     """
     names = register_model_configs()
     if model not in names:
-        raise ValueError(f"unknown CLIP model {model!r}; available: {', '.join(names)}")
+        raise ConfigError(
+            f"clip.model: unknown CLIP model {model!r}; available: {', '.join(names)}"
+        )
     if last_stride not in (1, 2):
         raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
     if pretrained == "captions":
@@ -318,28 +333,31 @@ def create_clip(
     if not pretrained:
         clip = open_clip.create_model(model, pretrained=None, device=device)
     elif open_clip.is_pretrained_cfg(model, pretrained):
+        # Loaded from the local cache only (`ccafl.models.weights`): a run never downloads.
+        from ccafl.models.weights import require_cached
+
+        cached = require_cached(model, pretrained)
         tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
         try:
             clip = open_clip.create_model(
                 model,
-                pretrained=pretrained,
+                pretrained=str(cached),
                 force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
                 device=device,
             )
         except Exception as err:
-            raise RuntimeError(
-                f"could not load open_clip weights {model}/{pretrained}: they are downloaded "
-                "from the Hugging Face hub (or the tag's URL) on first use and this machine "
-                "may be offline. Fetch them once on a connected machine (they are cached), or "
-                f"pass a local checkpoint path instead. open_clip said: {err}"
+            raise WeightsError(
+                f"clip.pretrained: the cached open_clip weights {model}/{pretrained} ({cached}) "
+                f"cannot be loaded ({str(err).splitlines()[0] if str(err) else err!r}); delete "
+                "that file and fetch it again (python -m ccafl fetch-weights)"
             ) from err
     else:
         path = Path(pretrained).expanduser()
         if not path.is_file():
             known = f"; open_clip tags for {model}: {', '.join(tags)}" if tags else ""
-            raise FileNotFoundError(
-                f"CLIP checkpoint not found: {path} (pretrained={pretrained!r} is neither an "
-                f"existing file nor an open_clip tag{known})"
+            raise MissingWeightsError(
+                f"clip.pretrained: CLIP checkpoint not found: {path} (pretrained={pretrained!r} "
+                f"is neither an existing file nor an open_clip tag{known})"
             )
         state = load_clip_state_dict(path)
         clip = open_clip.create_model(model, pretrained=None, device=device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,11 @@ import open_clip
 import torch
 from torch import nn
 
+from ccafl.config import ConfigError
+from ccafl.logs import quiet_open_clip
 from ccafl.models.backbone import ReIDEncoder, create_clip, register_model_configs
+
+log = logging.getLogger(__name__)
 
 
 def resolve_pretrained(config: dict, clip_path: str | Path | None) -> str | None:
@@ -18,9 +23,9 @@ def resolve_pretrained(config: dict, clip_path: str | Path | None) -> str | None
     source = config["clip"]["pretrained"]
     if source == "captions":
         if clip_path is None:
-            raise ValueError(
-                "clip.pretrained is 'captions' but no caption-pretrained checkpoint was given "
-                "(the clip_pretrain rule writes results/<name>/clip/pretrained.pt)"
+            raise ConfigError(
+                "clip.pretrained is 'captions' but no caption-pretrained checkpoint was given: "
+                "pass --clip results/<name>/clip/pretrained.pt (written by the clip_pretrain rule)"
             )
         return str(clip_path)
     return source
@@ -33,15 +38,36 @@ def input_size(config: dict) -> tuple[int, int]:
 def build_clip(config: dict, clip_path: str | Path | None = None, *, weights: bool = True):
     """The CLIP model of ``config['clip']`` adapted to the ReID input size.
 
-    ``weights=False`` builds the architecture only, for loading a checkpoint on top.
+    ``weights=False`` builds the architecture only, for loading a checkpoint on top. Logs the
+    weights it really loaded (open_clip's own messages would say "initialized randomly").
     """
     clip = config["clip"]
-    return create_clip(
-        clip["model"],
-        resolve_pretrained(config, clip_path) if weights else None,
-        input_size(config),
-        last_stride=1 if clip["last_stride_one"] else 2,
-    )
+    source = resolve_pretrained(config, clip_path) if weights else None
+    with quiet_open_clip():
+        model = create_clip(
+            clip["model"],
+            source,
+            input_size(config),
+            last_stride=1 if clip["last_stride_one"] else 2,
+        )
+    log.info("CLIP %s: %s", clip["model"], describe_weights(config, source, weights))
+    return model
+
+
+def describe_weights(config: dict, source: str | None, weights: bool = True) -> str:
+    """Where a model's weights came from, in words, for the logs."""
+    if not weights:
+        return "architecture only (its weights are loaded from a checkpoint next)"
+    if source is None:
+        return "random initialisation (clip.pretrained: null)"
+    if config["clip"]["pretrained"] == "captions":
+        return f"caption-pretrained weights from {source}"
+    if open_clip.is_pretrained_cfg(config["clip"]["model"], source):
+        from ccafl.models.weights import cached_hub_weights
+
+        path = cached_hub_weights(config["clip"]["model"], source)
+        return f"open_clip weights {config['clip']['model']}/{source} from {path}"
+    return f"weights from local file {source}"
 
 
 def retrieval_feature(config: dict) -> str:

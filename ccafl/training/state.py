@@ -7,6 +7,7 @@ only the backbone.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +31,8 @@ from ccafl.training.common import (
     set_lr,
     set_rng_state,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -171,7 +174,7 @@ class TrainingState:
         cls, path: str | Path, config: dict, clip_path: str | Path | None, n_gids: int
     ) -> TrainingState:
         """Rebuild from a checkpoint, RNG states included; ``clip_path`` only shapes the model."""
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, config=config)
         state = cls.create(config, clip_path, n_gids)
         state.module.load_state_dict(checkpoint["model"])
         state.classifier.load_state_dict(checkpoint["classifier"])
@@ -184,6 +187,11 @@ class TrainingState:
             set_rng_state(per_rank[distributed.rank()])
         else:  # resumed with another number of processes: the run is no longer bit-exact
             set_rng_state(checkpoint["rng"])
+        log.info(
+            "resumed from %s: model, classifier, optimizers and RNG states of epoch %d",
+            path,
+            state.epoch,
+        )
         return state
 
 
@@ -197,4 +205,5 @@ _CORE_KEYS = {
     "rng",
     "rng_per_rank",
     "saved_at",
+    "header",
 }

@@ -150,7 +150,7 @@ def test_typo_in_config_is_named(workdir: Path) -> None:
     bad.write_text("train:\n  epoch: 3\n")
     result = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
     assert result.returncode != 0
-    assert "'epoch' was unexpected" in result.stdout + result.stderr
+    assert "config key train.epoch is unknown (did you mean 'epochs'?)" in result.stderr
 
 
 def _block_workdir(tmp_path_factory: pytest.TempPathFactory, name: str, per_job: int) -> Path:

@@ -8,6 +8,7 @@ import sys
 
 from ccafl.ablation import RUN_PATTERN as RUN_PATTERN_STRICT
 from ccafl.ablation import run_config, runs, sections_json
+from ccafl.checks import checked_checkpoint
 
 DS = config["dataset"]["name"]
 RESULTS = f"results/{DS}"
@@ -79,8 +80,9 @@ def text_features(wildcards):
 
 
 def clip_input(wildcards):
-    run = getattr(wildcards, "run", "")
-    return {"clip": f"{RESULTS}/clip/pretrained.pt"} if uses_caption_clip(run) else {}
+    if not uses_caption_clip(getattr(wildcards, "run", "")):
+        return {}
+    return {"clip": checked_checkpoint(f"{RESULTS}/clip/pretrained.pt")}
 
 
 def clip_arg(wildcards, input):
@@ -88,6 +90,12 @@ def clip_arg(wildcards, input):
 
 
 def epoch_checkpoint(run, epoch):
+    """The checkpoint after ``epoch``; one that exists but is damaged stops the DAG here,
+    before Snakemake deletes the outputs of the job that would read it (ccafl.checks)."""
+    return checked_checkpoint(_epoch_checkpoint(run, epoch))
+
+
+def _epoch_checkpoint(run, epoch):
     train = run_config(config, run)["train"]
     if epoch <= train["intra_epochs"]:
         return f"{RESULTS}/{run}intra/checkpoint.pt"
