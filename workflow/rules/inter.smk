@@ -1,10 +1,10 @@
 # Stage 3: one job per inter-camera epoch k = E_intra+1 .. E (paper Eq. 12-20), so every epoch's
 # association graph is an artifact and an interrupted run resumes at the last finished epoch.
+# A job rebuilds the model from the previous checkpoint alone: no pretrained weights are read.
 
 
 rule inter_epoch:
     input:
-        unpack(clip_input),
         previous=previous_checkpoint,
         train=f"{RESULTS}/ics/train.parquet",
         text=text_features,
@@ -16,7 +16,6 @@ rule inter_epoch:
         metrics=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/metrics.json",
     params:
         cfg=run_cfg(*TRAINING_SECTIONS),
-        clip=clip_arg,
         ics_dir=f"{RESULTS}/ics",
         prompt_dir=prompt_dir,
         out_dir=lambda w: f"{RESULTS}/{w.run}inter/epoch_{w.epoch}",
@@ -28,7 +27,7 @@ rule inter_epoch:
     benchmark:
         f"{RESULTS}/{RUN}benchmarks/inter_epoch_{{epoch}}.tsv"
     shell:
-        "{DDP_CCAFL} inter-epoch --set {params.cfg} {params.clip} --epoch {params.epoch} "
+        "{DDP_CCAFL} inter-epoch --set {params.cfg} --epoch {params.epoch} "
         "--previous {input.previous} --ics-dir {params.ics_dir} "
         "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"
 
