@@ -7,6 +7,7 @@ config, so a variant is validated like any config and a typo names its key.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from functools import lru_cache
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ccafl.config import deep_merge, validate
+from ccafl.config import coerce_to_schema, deep_merge, validate
 from ccafl.io import write_text
 
 RUN_PATTERN = re.compile(r"^ablation/(?P<variant>[A-Za-z0-9_.+=-]+)-s(?P<seed>\d+)/$")
@@ -57,6 +58,8 @@ def _run_config(config_json: str, run: str) -> dict:
     for section in SHARED_SECTIONS:
         if section in overrides:
             raise ValueError(f"variant {variant!r} may not override the shared section {section!r}")
+    # Overrides given on the command line arrive as strings (see coerce_to_schema).
+    overrides = coerce_to_schema(copy.deepcopy(overrides))
     merged = deep_merge(config, overrides)
     merged["train"]["seed"] = seed
     return validate(merged)

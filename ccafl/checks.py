@@ -163,7 +163,7 @@ def dataset_problem(dataset: dict, workdir: Path) -> str | None:
     from ccafl.data.datasets import DatasetError, check_layout
 
     try:
-        check_layout(root, fmt)
+        check_layout(root, fmt, dataset.get("layout", "auto"))
     except DatasetError as error:
         return f"dataset.root ({dataset['root']}) does not have the {fmt} layout: {error}"
     return None

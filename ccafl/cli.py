@@ -67,7 +67,9 @@ def _ics(args: argparse.Namespace, config: dict) -> None:
     from ccafl.data.ics import build_ics
 
     data = config["dataset"]
-    summary = build_ics(data["root"], data["format"], args.out_dir, data["verify_images"])
+    summary = build_ics(
+        data["root"], data["format"], args.out_dir, data["verify_images"], data["layout"]
+    )
     logging.info(
         "%d cameras, %d ICS ids (%s per camera), %d training images, %.1f s",
         summary["n_cameras"],

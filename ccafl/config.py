@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,68 @@ def validate(config: dict) -> dict:
     if errors:
         raise ConfigError("; ".join(map(_describe, errors)) + " (keys: config/README.md)")
     return config
+
+
+_NULLS = {"null", "Null", "NULL", "~"}
+_BOOLEANS = {"true": True, "True": True, "TRUE": True}
+_BOOLEANS |= {"false": False, "False": False, "FALSE": False}
+_INTEGER = re.compile(r"^[-+]?\d+$")
+
+
+def _allowed_types(schema: dict) -> set[str]:
+    declared = schema.get("type")
+    if declared is not None:
+        return {declared} if isinstance(declared, str) else set(declared)
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    return {names.get(type(v), "object") for v in schema.get("enum", [])}
+
+
+def _typed_scalar(text: str, schema: dict) -> Any:
+    """The number, boolean or null that ``text`` spells, where ``schema`` asks for one."""
+    types, enum = _allowed_types(schema), schema.get("enum")
+    if "null" in types and text in _NULLS:
+        return None  # YAML's null where the schema allows one (clip.pretrained: null)
+    if "string" in types and (enum is None or text in enum):
+        return text  # a string the schema accepts stays a string (a root named "2024", say)
+    candidates: list[Any] = []
+    if "boolean" in types and text in _BOOLEANS:
+        candidates.append(_BOOLEANS[text])
+    if types & {"integer", "number"} and _INTEGER.match(text):
+        candidates.append(int(text))
+    elif "number" in types:
+        try:
+            candidates.append(float(text))
+        except ValueError:
+            pass
+    for value in candidates:
+        if enum is None or value in enum:
+            return value
+    return text  # not parseable: validation names the key and the expected type
+
+
+def coerce_to_schema(value: Any, schema: dict | None = None) -> Any:
+    """Turn strings into the numbers, booleans and nulls the schema asks for; in place.
+
+    Why: Snakemake parses a nested ``--config 'train={"epochs": 3}'`` with YAML's BaseLoader,
+    which keeps every scalar a string, so validation would fail with "'3' is not of type
+    'integer'". Only a string in a place where the schema wants an integer, number, boolean or
+    null, and that parses as one, is converted; anything else is left for validation to report.
+    """
+    schema = load_schema() if schema is None else schema
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        others = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = properties.get(key, others if isinstance(others, dict) else None)
+            if sub is not None:
+                value[key] = coerce_to_schema(item, sub)
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        value[:] = [coerce_to_schema(item, schema["items"]) for item in value]
+        return value
+    if isinstance(value, str):
+        return _typed_scalar(value, schema)
+    return value
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -16,7 +16,11 @@ def _paths(*names: str):
     helps = {
         "ics_dir": "folder of the ics rule's tables (results/<name>/ics)",
         "prompt_dir": "folder of the prompt rule's outputs (results/<name>/prompt)",
-        "clip": "caption-pretrained CLIP checkpoint (when clip.pretrained is 'captions')",
+        "clip": (
+            "the pipeline's copy of the pretrained CLIP: results/<name>/clip/pretrained.pt "
+            "(clip.pretrained: captions) or results/<name>/clip/imported.pt (a tag or a local "
+            "file); without it a tag or file named by clip.pretrained is read directly"
+        ),
         "out_dir": "folder for the stage's outputs",
     }
 
@@ -38,6 +42,22 @@ def _clip_pretrain(args: argparse.Namespace, config: dict) -> None:
         config, config["dataset"]["root"], args.out_dir / "pretrained.pt"
     )
     write_json(zero_shot, args.out_dir / "zero_shot.json")
+
+
+def _clip_import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (imported.pt)")
+
+
+@command(
+    "clip-import",
+    "read the pretrained CLIP of clip.pretrained (tag or local file) once into the results",
+    _clip_import_args,
+)
+def _clip_import(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.models.factory import import_clip
+
+    summary = import_clip(config, args.out)
+    log.info("CLIP weights imported: %s", summary)
 
 
 def _prompt_args(p: argparse.ArgumentParser) -> None:
@@ -81,7 +101,10 @@ def _intra(args: argparse.Namespace, config: dict) -> None:
 
 
 def _inter_args(p: argparse.ArgumentParser) -> None:
-    _paths("ics_dir", "prompt_dir", "clip")(p)
+    _paths("ics_dir", "prompt_dir")(p)
+    p.add_argument(
+        "--clip", type=Path, help="not read: stage 3 rebuilds the model from --previous only"
+    )
     p.add_argument(
         "--epoch",
         type=int,
@@ -180,11 +203,13 @@ def _final_args(p: argparse.ArgumentParser) -> None:
 @command("final", "package the last checkpoint as a standalone inference model", _final_args)
 def _final(args: argparse.Namespace, config: dict) -> None:
     from ccafl.io import save_torch
-    from ccafl.models.factory import build_reid_model, final_model_payload
+    from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu, final_model_payload
     from ccafl.training.common import load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint)
-    model = build_reid_model(checkpoint["config"], weights=False)
+    model = build_reid_model(
+        checkpoint["config"], weights=False, quick_gelu=checkpoint_quick_gelu(checkpoint)
+    )
     model.load_state_dict(checkpoint["model"])
     payload = final_model_payload(model, checkpoint["config"], epoch=checkpoint["epoch"])
     save_torch(payload, args.out)

@@ -22,6 +22,9 @@ MARKET_NAME = re.compile(
 )
 DUKE_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)_f(?P<frame>\d+)\.")
 MSMT_NAME = re.compile(r"^(?P<pid>\d+)_(?P<idx>\d+)_(?P<cam>\d+)_(?P<time>\w+?)_(?P<frame>\d+)_")
+# MSMT17 converted to the Market-1501 folders (the layout the CCAFL authors' ClusterContrast-based
+# code reads): names start with <pid>_c<camera>, e.g. 0000_c14_0000.jpg or 0000_c14s1_000001_00.jpg.
+MSMT_MARKET_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)(?=[_s.])")
 
 
 class DatasetError(UserError, ValueError):
@@ -38,6 +41,7 @@ class RawDataset:
     query: pd.DataFrame
     gallery: pd.DataFrame
     has_train_pid: bool = True
+    layout: str = ""  # which of a format's layouts was read (MSMT17: lists_v1, lists_v2, market)
 
 
 def _require_dir(path: Path) -> Path:
@@ -74,6 +78,7 @@ _EXAMPLES = {
     "market1501": "0002_c1s1_000451_03.jpg",
     "dukemtmc": "0001_c2_f0046182.jpg",
     "msmt17": "0000/0000_000_01_0303morning_0015_0.jpg 0",
+    "msmt17-market": "0000_c14_0000.jpg",
 }
 
 
@@ -101,11 +106,89 @@ def load_dukemtmc(root: Path) -> RawDataset:
     return load_market_style(root, "dukemtmc")
 
 
-def _msmt_folder(root: Path, names: tuple[str, ...]) -> Path:
-    for name in names:
-        if (root / name).is_dir():
-            return root / name
-    raise DatasetError(f"dataset folder not found: {root / names[0]} (also tried {names[1:]})")
+MSMT17_LAYOUTS = {
+    "lists_v1": ("train", "test"),
+    "lists_v2": ("mask_train_v2", "mask_test_v2"),
+    "market": ("bounding_box_train", "bounding_box_test", "query"),
+}
+
+
+def _child_dir(root: Path, name: str) -> Path | None:
+    """``root/name`` matched case-insensitively (MSMT17_V2 copies spell mask_train_V2, too)."""
+    if (root / name).is_dir():
+        return root / name
+    matches = [p for p in root.iterdir() if p.is_dir() and p.name.lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
+def detect_msmt17_layout(root: Path) -> str:
+    """Which MSMT17 layout ``root`` holds (lists_v1, lists_v2, market); a one-line error if
+    it holds none or several.
+
+    The official release has list files next to ``train/`` + ``test/`` (V1) or
+    ``mask_train_v2/`` + ``mask_test_v2/`` (V2); ICS code bases (ClusterContrast, and the
+    CCAFL authors' code built on it) read a copy converted to Market-1501's three folders.
+    """
+    has_lists = (root / "list_train.txt").is_file()
+    found = [
+        layout
+        for layout, folders in MSMT17_LAYOUTS.items()
+        if (has_lists or layout == "market") and all(_child_dir(root, f) for f in folders)
+    ]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise DatasetError(
+            f"no MSMT17 layout in {root}: expected list_train.txt etc. with train/ + test/ (V1) "
+            "or mask_train_v2/ + mask_test_v2/ (V2), or bounding_box_train/ + "
+            "bounding_box_test/ + query/ (Market-style)"
+        )
+    raise DatasetError(
+        f"ambiguous MSMT17 layout in {root}: it holds {' and '.join(found)}; "
+        "set dataset.layout to one of them"
+    )
+
+
+def _msmt_market_folder(root: Path, folder: str) -> pd.DataFrame:
+    """One folder of the Market-style MSMT17 copy, with MSMT17's own 0-based labels."""
+    directory = _child_dir(root, folder)
+    if directory is None:
+        raise DatasetError(f"dataset folder not found: {root / folder} (dataset.layout market)")
+    rows = []
+    for image in _images_in(directory):
+        match = MSMT_MARKET_NAME.match(image.name)
+        if match is None:
+            raise DatasetError(
+                f"file name does not follow the Market-style MSMT17 naming: {image} "
+                f"(expected e.g. {_EXAMPLES['msmt17-market']})"
+            )
+        rows.append(
+            {
+                "path": image.relative_to(root).as_posix(),
+                "camera_name": f"c{int(match['cam'])}",
+                "pid": int(match["pid"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["path", "camera_name", "pid"])
+
+
+def _msmt_lists(root: Path, layout: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """train (list_train + list_val), query and gallery of the official release."""
+    train_name, test_name = MSMT17_LAYOUTS[layout]
+    train_dir, test_dir = _child_dir(root, train_name), _child_dir(root, test_name)
+    if train_dir is None or test_dir is None:
+        missing = train_name if train_dir is None else test_name
+        raise DatasetError(f"dataset folder not found: {root / missing} (dataset.layout {layout})")
+    train = pd.concat(
+        [
+            _parse_msmt_list(root, "list_train.txt", train_dir),
+            _parse_msmt_list(root, "list_val.txt", train_dir),
+        ],
+        ignore_index=True,
+    )
+    query = _parse_msmt_list(root, "list_query.txt", test_dir)
+    gallery = _parse_msmt_list(root, "list_gallery.txt", test_dir)
+    return train, query, gallery
 
 
 def _parse_msmt_list(root: Path, list_name: str, image_dir: Path) -> pd.DataFrame:
@@ -133,29 +216,34 @@ def _parse_msmt_list(root: Path, list_name: str, image_dir: Path) -> pd.DataFram
     return pd.DataFrame(rows, columns=["path", "camera_name", "pid"])
 
 
-def load_msmt17(root: Path) -> RawDataset:
-    """MSMT17 (V1 ``train/``, ``test/`` or V2 ``mask_train_v2/``, ``mask_test_v2/``).
+def load_msmt17(root: Path, layout: str = "auto") -> RawDataset:
+    """MSMT17 in any of its layouts (`detect_msmt17_layout`; ``layout`` forces one).
 
-    train + val lists form the training set, as in the ICS literature.
+    * official lists (V1 ``train/``, ``test/``; V2 ``mask_train_v2/``, ``mask_test_v2/``):
+      train + val lists form the training set, as in the ICS literature;
+    * Market-style ``bounding_box_train/``, ``bounding_box_test/``, ``query/``.
+
+    Person ids: MSMT17 labels persons from 0 and has no distractors, so in both layouts person
+    0000 is a real person (read as Market-1501, it would be dropped as a distractor). Every
+    label is shifted by one so that 0 keeps meaning "distractor" in every format's tables;
+    junk (-1, which MSMT17 itself does not use) stays -1. Both layouts of the same data give
+    identical tables apart from the paths.
     """
     root = _require_dir(Path(root))
-    train_dir = _msmt_folder(root, ("train", "mask_train_v2"))
-    test_dir = _msmt_folder(root, ("test", "mask_test_v2"))
-    train = pd.concat(
-        [
-            _parse_msmt_list(root, "list_train.txt", train_dir),
-            _parse_msmt_list(root, "list_val.txt", train_dir),
-        ],
-        ignore_index=True,
-    )
-    query = _parse_msmt_list(root, "list_query.txt", test_dir)
-    gallery = _parse_msmt_list(root, "list_gallery.txt", test_dir)
-    # MSMT17 labels start at 0 and it has no distractors: shift by one so that pid 0 keeps
-    # meaning "distractor" in every format's tables.
+    if layout == "auto":
+        layout = detect_msmt17_layout(root)
+    if layout not in MSMT17_LAYOUTS:
+        known = ", ".join(["auto", *MSMT17_LAYOUTS])
+        raise DatasetError(f"unknown MSMT17 layout {layout!r} (dataset.layout); known: {known}")
+    if layout == "market":
+        train, gallery, query = (_msmt_market_folder(root, f) for f in MSMT17_LAYOUTS["market"])
+        train = train[train["pid"] >= 0].copy()  # junk never trains
+    else:
+        train, query, gallery = _msmt_lists(root, layout)
     for table in (train, query, gallery):
-        table["pid"] += 1
+        table.loc[table["pid"] >= 0, "pid"] += 1
     train["intra_label"] = train["pid"]
-    return RawDataset(root, train, query, gallery)
+    return RawDataset(root, train, query, gallery, layout=layout)
 
 
 def _rows(table: pd.DataFrame, mask: pd.Series, path: Path) -> str:
@@ -293,7 +381,7 @@ def _manifest_path(root: Path, split: str) -> Path:
     raise DatasetError(f"manifest not found: {root / split}.csv (or .parquet)")
 
 
-def check_layout(root: str | Path, fmt: str) -> None:
+def check_layout(root: str | Path, fmt: str, layout: str = "auto") -> None:
     """The folders and list files of ``fmt`` exist under ``root`` (no file is opened).
 
     Cheap enough to run while the workflow is parsed; the loaders check every file name later.
@@ -303,11 +391,19 @@ def check_layout(root: str | Path, fmt: str) -> None:
         for folder in ("bounding_box_train", "query", "bounding_box_test"):
             _require_dir(root / folder)
     elif fmt == "msmt17":
-        _msmt_folder(root, ("train", "mask_train_v2"))
-        _msmt_folder(root, ("test", "mask_test_v2"))
-        for name in ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"):
-            if not (root / name).is_file():
-                raise DatasetError(f"MSMT17 list file not found: {root / name}")
+        layout = detect_msmt17_layout(root) if layout == "auto" else layout
+        if layout not in MSMT17_LAYOUTS:
+            known = ", ".join(["auto", *MSMT17_LAYOUTS])
+            raise DatasetError(f"unknown MSMT17 layout {layout!r} (dataset.layout); known: {known}")
+        for folder in MSMT17_LAYOUTS[layout]:
+            if _child_dir(root, folder) is None:
+                raise DatasetError(
+                    f"dataset folder not found: {root / folder} (dataset.layout {layout})"
+                )
+        if layout != "market":
+            for name in ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"):
+                if not (root / name).is_file():
+                    raise DatasetError(f"MSMT17 list file not found: {root / name}")
     elif fmt == "custom":
         for split in ("train", "query", "gallery"):
             _manifest_path(root, split)
@@ -315,7 +411,15 @@ def check_layout(root: str | Path, fmt: str) -> None:
         raise DatasetError(f"unknown dataset format {fmt!r}; known: {sorted(LOADERS)}")
 
 
-def load_dataset(root: str | Path, fmt: str) -> RawDataset:
+def load_dataset(root: str | Path, fmt: str, layout: str = "auto") -> RawDataset:
+    """The dataset at ``root`` in format ``fmt``; ``layout`` picks among MSMT17's layouts."""
     if fmt not in LOADERS:
         raise DatasetError(f"unknown dataset format {fmt!r}; known: {sorted(LOADERS)}")
+    if fmt == "msmt17":
+        return load_msmt17(Path(root), layout)
+    if layout != "auto":
+        raise DatasetError(
+            f"dataset.layout {layout!r} applies to format msmt17 only (format is {fmt!r}); "
+            "leave it at auto"
+        )
     return LOADERS[fmt](Path(root))

@@ -123,6 +123,7 @@ def summarise(tables: ICSTables, cameras: list[str], raw: RawDataset) -> dict:
     }
     return {
         "dataset_root": str(raw.root),
+        "layout": raw.layout or None,
         "cameras": cameras,
         "n_cameras": len(cameras),
         "n_gids": int(train["gid"].nunique()),
@@ -193,10 +194,18 @@ def check_evaluable(query: pd.DataFrame, gallery: pd.DataFrame, root: Path) -> i
     return valid
 
 
-def build_ics(root: str | Path, fmt: str, out_dir: str | Path, verify: str = "header") -> dict:
+def build_ics(
+    root: str | Path,
+    fmt: str,
+    out_dir: str | Path,
+    verify: str = "header",
+    layout: str = "auto",
+) -> dict:
     """Load, verify and relabel a dataset; write the ICS tables atomically into ``out_dir``."""
     start = time.perf_counter()
-    raw = load_dataset(root, fmt)
+    raw = load_dataset(root, fmt, layout)
+    if raw.layout:
+        log.info("%s layout: %s", fmt, raw.layout)
     tables = relabel(raw)
     check_evaluable(tables.query, tables.gallery, raw.root)
     all_paths = np.concatenate(

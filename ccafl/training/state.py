@@ -20,8 +20,9 @@ from torch import nn
 
 from ccafl import distributed
 from ccafl.data.images import decode_images
+from ccafl.models.backbone import uses_quick_gelu
 from ccafl.models.classifier import CosineClassifier
-from ccafl.models.factory import build_reid_model
+from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu
 from ccafl.training.common import (
     autocast,
     load_checkpoint,
@@ -97,10 +98,20 @@ class TrainingState:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, config: dict, clip_path: str | Path | None, n_gids: int) -> TrainingState:
+    def create(
+        cls,
+        config: dict,
+        clip_path: str | Path | None,
+        n_gids: int,
+        *,
+        weights: bool = True,
+        quick_gelu: bool | None = None,
+    ) -> TrainingState:
+        """A fresh state; ``weights=False`` builds the bare architecture (see `resume`)."""
         device = pick_device()
         train = config["train"]
-        model = build_reid_model(config, clip_path).to(device)
+        model = build_reid_model(config, clip_path, weights=weights, quick_gelu=quick_gelu)
+        model = model.to(device)
         if distributed.world_size() > 1:
             # Unused parameters: the projection head when L_i2tce is switched off.
             model = torch.nn.parallel.DistributedDataParallel(
@@ -166,6 +177,7 @@ class TrainingState:
             optimizer=self.optimizer.state_dict(),
             classifier_optimizer=self.classifier_optimizer.state_dict(),
             config=self.config,
+            quick_gelu=uses_quick_gelu(self.module),
             **extra,
         )
 
@@ -173,9 +185,21 @@ class TrainingState:
     def resume(
         cls, path: str | Path, config: dict, clip_path: str | Path | None, n_gids: int
     ) -> TrainingState:
-        """Rebuild from a checkpoint, RNG states included; ``clip_path`` only shapes the model."""
+        """Rebuild from a checkpoint, RNG states included.
+
+        The architecture is built bare and only the checkpoint is loaded: the pretrained CLIP
+        weights were read once, when stage 2 started, so ``clip_path`` is not read (the
+        original weight file may be gone, or on a hub this node cannot reach). The activation
+        is the one the checkpoint recorded.
+        """
         checkpoint = load_checkpoint(path, config=config)
-        state = cls.create(config, clip_path, n_gids)
+        state = cls.create(
+            config,
+            None,
+            n_gids,
+            weights=False,
+            quick_gelu=checkpoint_quick_gelu(checkpoint),
+        )
         state.module.load_state_dict(checkpoint["model"])
         state.classifier.load_state_dict(checkpoint["classifier"])
         state.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -197,6 +221,7 @@ class TrainingState:
 
 _CORE_KEYS = {
     "epoch",
+    "quick_gelu",
     "model",
     "classifier",
     "optimizer",

@@ -5,6 +5,7 @@
 import re
 import shlex
 import sys
+from pathlib import Path
 
 from ccafl.ablation import RUN_PATTERN as RUN_PATTERN_STRICT
 from ccafl.ablation import run_config, runs, sections_json
@@ -63,6 +64,31 @@ def uses_caption_clip(run=""):
     return run_config(config, run)["clip"]["pretrained"] == "captions"
 
 
+CLIP_SOURCE_KEYS = ("model", "pretrained", "quick_gelu")
+
+
+def imports_clip(run=""):
+    """A tag or local file, read once by clip_import. A variant naming another source reads
+    it directly (there is one import per dataset: the main config's)."""
+    clip = run_config(config, run)["clip"]
+    same = all(clip[key] == config["clip"][key] for key in CLIP_SOURCE_KEYS)
+    return same and clip["pretrained"] not in (None, "captions")
+
+
+def clip_source_file():
+    """The user's weights file as clip_import's input (so replacing it re-imports); [] for a
+    tag. Once imported, the file may be deleted: nothing downstream reads it."""
+    source = config["clip"]["pretrained"]
+    if source in (None, "captions"):
+        return []
+    path = Path(source).expanduser()
+    looks_like_path = path.is_file() or "/" in source or path.suffix in WEIGHT_SUFFIXES
+    return [str(path)] if looks_like_path else []
+
+
+WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors"}
+
+
 def prompt_run(run):
     """Variants whose stage-1 config equals the main run's reuse the main run's prompts."""
     same = sections_json(run_config(config, run), PROMPT_SECTIONS) == sections_json(
@@ -80,9 +106,13 @@ def text_features(wildcards):
 
 
 def clip_input(wildcards):
-    if not uses_caption_clip(getattr(wildcards, "run", "")):
-        return {}
-    return {"clip": checked_checkpoint(f"{RESULTS}/clip/pretrained.pt")}
+    """The pipeline's copy of the pretrained CLIP that stages 1 and 2 start from."""
+    run = getattr(wildcards, "run", "")
+    if uses_caption_clip(run):
+        return {"clip": checked_checkpoint(f"{RESULTS}/clip/pretrained.pt")}
+    if imports_clip(run):
+        return {"clip": f"{RESULTS}/clip/imported.pt"}
+    return {}
 
 
 def clip_arg(wildcards, input):

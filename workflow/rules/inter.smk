@@ -3,6 +3,7 @@
 # labels, log and metrics are outputs of the job that computes it, so every epoch's graph is an
 # artifact and an interrupted run resumes at the first unfinished block. One rule per block
 # (its outputs are that block's epochs); runs whose blocks differ get rules of their own.
+# A job rebuilds the model from the previous checkpoint alone: no pretrained weights are read.
 
 
 for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
@@ -12,7 +13,6 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
             name:
                 block_rule_name(layout_index, block)
             input:
-                unpack(clip_input),
                 unpack(supervised_input),
                 previous=lambda w, first=block[0]: epoch_checkpoint(w.run, first - 1),
                 train=f"{RESULTS}/ics/train.parquet",
@@ -23,7 +23,6 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
                 run=run_constraint(layout_runs),
             params:
                 cfg=run_cfg(*TRAINING_SECTIONS),
-                clip=clip_arg,
                 labels=labels_arg,
                 ics_dir=f"{RESULTS}/ics",
                 prompt_dir=prompt_dir,
@@ -39,7 +38,7 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
             benchmark:
                 f"{RESULTS}/{RUN}benchmarks/inter_epochs_{block[0]:03d}.tsv"
             shell:
-                "{DDP_CCAFL} inter-epoch --set {params.cfg} {params.clip} {params.labels} "
+                "{DDP_CCAFL} inter-epoch --set {params.cfg} {params.labels} "
                 "--epoch {params.epochs} --previous {input.previous} --ics-dir {params.ics_dir} "
                 "--prompt-dir {params.prompt_dir} --out-dir {params.out_dirs} > {log} 2>&1"
 
