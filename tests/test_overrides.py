@@ -60,9 +60,11 @@ def stage_config(out: str, stage: str, run: str = "") -> dict:
 
 
 def test_nested_numeric_override_on_the_command_line(tmp_path: Path) -> None:
-    out = dry_run(tmp_path, "--config", 'train={"epochs": 3}')
-    assert job_counts(out)["inter_epoch"] == 1  # epoch 3 only (E_intra = 2 in the demo)
-    assert stage_config(out, "intra")["train"]["epochs"] == 3
+    out = dry_run(tmp_path, "--config", 'train={"epochs": 20}')
+    # Epochs 6-20 (E_intra = 5 in the demo) in blocks of train.epochs_per_job = 7.
+    blocks = {rule for rule in job_counts(out) if rule.startswith("inter_epochs_")}
+    assert blocks == {"inter_epochs_006", "inter_epochs_013", "inter_epochs_020"}
+    assert stage_config(out, "intra")["train"]["epochs"] == 20
 
 
 def test_nested_float_boolean_and_null_overrides(tmp_path: Path) -> None:
@@ -74,9 +76,10 @@ def test_nested_float_boolean_and_null_overrides(tmp_path: Path) -> None:
 
 def test_override_file(tmp_path: Path) -> None:
     mine = tmp_path / "my.yaml"
-    mine.write_text("train:\n  epochs: 4\n  lam: 0.6\n")
+    mine.write_text("train:\n  epochs: 16\n  epochs_per_job: 4\n  lam: 0.6\n")
     out = dry_run(tmp_path, "--configfile", str(REPO / "config" / "config.yaml"), str(mine))
-    assert job_counts(out)["inter_epoch"] == 2
+    blocks = {rule for rule in job_counts(out) if rule.startswith("inter_epochs_")}
+    assert blocks == {"inter_epochs_006", "inter_epochs_010", "inter_epochs_014"}
     train = stage_config(out, "intra")["train"]
     assert train["lam"] == 0.6 and train["K"] == 4  # the rest comes from config.yaml
 

@@ -69,6 +69,10 @@ def test_openai_file_builds_quickgelu_and_equals_the_tag(
         return str(rn50_openai_file)
 
     monkeypatch.setattr(open_clip.factory, "download_pretrained", local_download)
+    # A run reads a tag from open_clip's cache only: pretend the file is the cached download.
+    import ccafl.models.weights as weights
+
+    monkeypatch.setattr(weights, "cached_hub_weights", lambda model, tag: rn50_openai_file)
     tag = create_clip("RN50", "openai")
     from_file = create_clip("RN50", str(rn50_openai_file))
     assert text_activation(tag) is QuickGELU and text_activation(from_file) is QuickGELU
