@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 def _register_stage_commands() -> None:
     """Training stages register themselves in their own modules (imported lazily here)."""
     import ccafl.report_cli  # noqa: F401
+    import ccafl.search_cli  # noqa: F401
     import ccafl.stages  # noqa: F401
 
 
