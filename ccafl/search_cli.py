@@ -123,6 +123,7 @@ def _embed(args: argparse.Namespace, config: dict) -> None:
         write_embeddings,
     )
 
+    _require_file(args.model, "model file")
     rows, root = list_images(args.images, args.root, args.camera_from)
     device = _device(args.device)
     model = _load_model(args.model, device)
