@@ -19,6 +19,7 @@ check it on the tiny CLIP architecture (tests/test_export.py).
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,9 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = ONNX_OPSET) -> 
     import onnx
 
     head = RetrievalHead(model).cpu().eval()
-    with atomic_path(path) as tmp, torch.no_grad():
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript-based exporter announces its own deprecation on every call.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             head,
             (example_images(model),),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -146,3 +147,91 @@ def test_typo_in_config_is_named(workdir: Path) -> None:
     result = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
     assert result.returncode != 0
     assert "'epoch' was unexpected" in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- using the model
+# Issue 13: searching the test split through the CLI reproduces the evaluation's CMC.
+
+
+def ccafl_cli(workdir: Path, *args: str | Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "ccafl", *map(str, args)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def cli_cmc(ranking: pd.DataFrame, results: Path, dataset: Path) -> dict[str, float]:
+    """rank-1/5/10 from a search ranking, over the queries that have a valid match as the
+    evaluation counts them (a gallery image of the same person in another camera)."""
+    query = pd.read_parquet(results / "ics" / "query.parquet")
+    gallery = pd.read_parquet(results / "ics" / "gallery.parquet")
+    hits, n_valid = dict.fromkeys((1, 5, 10), 0), 0
+    for path, pid, camera in zip(query["path"], query["pid"], query["camera"], strict=True):
+        if not ((gallery["pid"] == pid) & (gallery["camera"] != camera)).any():
+            continue
+        n_valid += 1
+        rows = ranking[ranking["query"] == str((dataset / path).resolve())]
+        first = rows.loc[rows["match"], "rank"].min()
+        for k in hits:
+            hits[k] += int(first <= k)  # NaN (no match listed) is False
+    return {f"rank{k}": hits[k] / n_valid for k in hits}
+
+
+def test_search_reproduces_the_evaluation_rank10(workdir: Path) -> None:
+    results = workdir / "results" / "tiny"
+    assert "search_index" not in planned_jobs(workdir)  # not part of the default target
+    snakemake(workdir, "search_index")
+    metrics = json.loads((results / "eval" / "metrics.json").read_text())
+    gallery = pd.read_parquet(results / "ics" / "gallery.parquet")
+    dataset = workdir / "resources" / "tiny"
+    query_dir = dataset / "query"
+    info = json.loads((results / "search" / "gallery" / "index.json").read_text())
+    assert info["kind"] == "flat" and info["n_rows"] == len(gallery)
+
+    # 1. The search_index rule's index (the evaluation's own gallery features).
+    out = workdir / "search_eval"
+    ccafl_cli(
+        workdir, "search", "--index", results / "search" / "gallery", "--query", query_dir,
+        "--top-k", "10", "--protocol", "market1501", "--out", out,
+    )  # fmt: skip
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert ranking["query"].nunique() == metrics["n_query"]
+    cmc = cli_cmc(ranking, results, dataset)
+    assert metrics["rank10"] < 1  # a rate that can be missed, so the comparison means something
+    for key in ("rank1", "rank5", "rank10"):
+        assert cmc[key] == pytest.approx(metrics[key], abs=1e-12), key
+
+    # 2. The user's path: embed the gallery folder, index it, search: the same rates, and the
+    # same vectors as the evaluation wrote.
+    model = results / "final" / "model.pt"
+    features = workdir / "gallery_features.parquet"
+    ccafl_cli(
+        workdir, "embed", "--model", model, "--images", "resources/tiny/bounding_box_test",
+        "--out", features,
+    )  # fmt: skip
+    from ccafl.embedding import read_embeddings
+
+    embedded = read_embeddings(features)
+    evaluated = pd.read_parquet(results / "eval" / "features.parquet")
+    evaluated = evaluated[evaluated["split"] == "gallery"]
+    by_name = {
+        Path(p).name: np.asarray(f)
+        for p, f in zip(evaluated["path"], evaluated["feature"], strict=True)
+    }
+    reference = np.stack([by_name[Path(p).name] for p in embedded.rows["path"]])
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedded.features, reference, atol=1e-5)
+    ccafl_cli(workdir, "index", "--features", features, "--out", workdir / "user_index")
+    out = workdir / "search_user"
+    ccafl_cli(
+        workdir, "search", "--index", workdir / "user_index", "--query", query_dir,
+        "--top-k", "10", "--protocol", "market1501", "--out", out,
+    )  # fmt: skip
+    assert cli_cmc(pd.read_csv(out / "ranking.csv"), results, dataset)["rank10"] == (
+        pytest.approx(metrics["rank10"], abs=1e-12)
+    )
+    assert (out / "contact_sheet.png").is_file() and (out / "contact_sheet.html").is_file()
