@@ -181,6 +181,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def _register_stage_commands() -> None:
     """Training stages register themselves in their own modules (imported lazily here)."""
     import ccafl.report_cli  # noqa: F401
+    import ccafl.search_cli  # noqa: F401
     import ccafl.stages  # noqa: F401
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -226,3 +227,102 @@ def test_run_killed_inside_a_block_resumes_from_the_block_start(
     snakemake(killed, "--unlock")
     snakemake(killed, "--rerun-incomplete")
     _same_run(workdir, killed)
+
+
+# --------------------------------------------------------------------------- using the model
+# Issue 13: searching the test split through the CLI reproduces the evaluation's CMC.
+
+
+def ccafl_cli(workdir: Path, *args: str | Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "ccafl", *map(str, args)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def cli_metrics(ranking: pd.DataFrame, results: Path, dataset: Path) -> dict:
+    """CMC (ranks 1..50) and mAP from a search ranking, over the queries that have a valid
+    match as the evaluation counts them (a gallery image of the same person in another
+    camera); the ranking must list every allowed gallery image for mAP to be complete."""
+    query = pd.read_parquet(results / "ics" / "query.parquet")
+    gallery = pd.read_parquet(results / "ics" / "gallery.parquet")
+    firsts, aps = [], []
+    for path, pid, camera in zip(query["path"], query["pid"], query["camera"], strict=True):
+        if not ((gallery["pid"] == pid) & (gallery["camera"] != camera)).any():
+            continue
+        rows = ranking[ranking["query"] == str((dataset / path).resolve())]
+        match_ranks = np.sort(rows.loc[rows["match"], "rank"].to_numpy())
+        firsts.append(match_ranks[0] if len(match_ranks) else np.inf)
+        aps.append(
+            np.mean(np.arange(1, len(match_ranks) + 1) / match_ranks) if len(match_ranks) else 0.0
+        )
+    firsts = np.asarray(firsts)
+    cmc = np.array([(firsts <= k).mean() for k in range(1, 51)])
+    return {"cmc": cmc, "mAP": float(np.mean(aps)), "rank10": float(cmc[9])}
+
+
+def test_search_reproduces_the_evaluation_rank10(workdir: Path) -> None:
+    results = workdir / "results" / "tiny"
+    assert "search_index" not in planned_jobs(workdir)  # not part of the default target
+    snakemake(workdir, "search_index")
+    metrics = json.loads((results / "eval" / "metrics.json").read_text())
+    gallery = pd.read_parquet(results / "ics" / "gallery.parquet")
+    dataset = workdir / "resources" / "tiny"
+    query_dir = dataset / "query"
+    info = json.loads((results / "search" / "gallery" / "index.json").read_text())
+    assert info["kind"] == "flat" and info["n_rows"] == len(gallery)
+
+    # 1. The search_index rule's index (the evaluation's own gallery features): top 10 gives
+    # the rank-10 rate; the whole gallery ranked gives every CMC rank and the mAP as well.
+    out = workdir / "search_eval"
+    ccafl_cli(
+        workdir, "search", "--index", results / "search" / "gallery", "--query", query_dir,
+        "--top-k", "10", "--protocol", "market1501", "--out", out,
+    )  # fmt: skip
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert ranking["query"].nunique() == metrics["n_query"]
+    assert 0 < metrics["rank10"] < 1  # a rate that is neither trivially 0 nor 1
+    assert cli_metrics(ranking, results, dataset)["rank10"] == pytest.approx(metrics["rank10"])
+    out = workdir / "search_eval_all"
+    ccafl_cli(
+        workdir, "search", "--index", results / "search" / "gallery", "--query", query_dir,
+        "--top-k", str(len(gallery)), "--protocol", "market1501", "--no-sheet", "--out", out,
+    )  # fmt: skip
+    full = cli_metrics(pd.read_csv(out / "ranking.csv"), results, dataset)
+    cmc = pd.read_parquet(results / "eval" / "cmc.parquet")["cmc"].to_numpy()
+    np.testing.assert_allclose(full["cmc"], cmc, atol=1e-12)
+    assert full["mAP"] == pytest.approx(metrics["mAP"], abs=1e-6)
+
+    # 2. The user's path: embed the gallery folder, index it, search: the same rates, and the
+    # same vectors as the evaluation wrote.
+    model = results / "final" / "model.pt"
+    features = workdir / "gallery_features.parquet"
+    ccafl_cli(
+        workdir, "embed", "--model", model, "--images", "resources/tiny/bounding_box_test",
+        "--out", features,
+    )  # fmt: skip
+    from ccafl.embedding import read_embeddings
+
+    embedded = read_embeddings(features)
+    evaluated = pd.read_parquet(results / "eval" / "features.parquet")
+    evaluated = evaluated[evaluated["split"] == "gallery"]
+    by_name = {
+        Path(p).name: np.asarray(f)
+        for p, f in zip(evaluated["path"], evaluated["feature"], strict=True)
+    }
+    reference = np.stack([by_name[Path(p).name] for p in embedded.rows["path"]])
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedded.features, reference, atol=1e-5)
+    ccafl_cli(workdir, "index", "--features", features, "--out", workdir / "user_index")
+    out = workdir / "search_user"
+    ccafl_cli(
+        workdir, "search", "--index", workdir / "user_index", "--query", query_dir,
+        "--top-k", "10", "--protocol", "market1501", "--out", out,
+    )  # fmt: skip
+    user = cli_metrics(pd.read_csv(out / "ranking.csv"), results, dataset)
+    assert user["rank10"] == pytest.approx(metrics["rank10"])
+    assert (out / "contact_sheet.png").is_file() and (out / "contact_sheet.html").is_file()
