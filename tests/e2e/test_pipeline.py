@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from pin import PINNED, REGENERATE, collect, differences
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -89,6 +90,19 @@ def test_full_dag_produces_the_contract_artifacts(workdir: Path) -> None:
     assert f"{100 * metrics['mAP']:.1f}" in (results / "report" / "metrics.md").read_text()
 
 
+def assert_pinned(results: Path) -> None:
+    moved = differences(collect(results), json.loads(PINNED.read_text()))
+    assert not moved, (
+        "the tiny e2e run's metrics moved away from tests/e2e/pinned.json (training on CPU is "
+        "deterministic, so any change shows): " + "; ".join(moved) + ". If the change is "
+        f"intended, regenerate the pins with `{REGENERATE}` (or `make pin-e2e`) and commit them."
+    )
+
+
+def test_metrics_equal_the_pinned_values(workdir: Path) -> None:
+    assert_pinned(workdir / "results" / "tiny")
+
+
 def test_final_model_loads_in_one_call(workdir: Path) -> None:
     import torch
 
@@ -119,6 +133,17 @@ def test_changed_eval_parameter_reruns_only_evaluation(workdir: Path) -> None:
     assert set(jobs) <= {"evaluate", "report", "all"}
 
 
+def test_changed_train_parameter_reruns_training_but_not_ics(workdir: Path) -> None:
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    config["train"]["lr"] = 1e-4
+    changed = workdir / "changed_train.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(workdir, "--configfile", str(changed))
+    assert {"intra", "inter_epoch", "final", "evaluate"} <= set(jobs)
+    assert jobs["inter_epoch"] == config["train"]["epochs"] - config["train"]["intra_epochs"]
+    assert not {"synthesize", "ics"} & set(jobs), jobs
+
+
 def test_deleted_epoch_reruns_from_that_epoch(workdir: Path) -> None:
     results = workdir / "results" / "tiny"
     shutil.rmtree(results / "inter" / "epoch_004")
@@ -128,6 +153,11 @@ def test_deleted_epoch_reruns_from_that_epoch(workdir: Path) -> None:
     snakemake(workdir)
     assert (results / "inter" / "epoch_004" / "checkpoint.pt").is_file()
     assert planned_jobs(workdir) == {}
+
+
+def test_rerun_from_a_deleted_epoch_reproduces_the_pinned_metrics(workdir: Path) -> None:
+    """Epochs 4-5 and the evaluation were recomputed from epoch 3's checkpoint just above."""
+    assert_pinned(workdir / "results" / "tiny")
 
 
 def test_ablation_table(workdir: Path) -> None:
