@@ -339,14 +339,17 @@ def copy_tree(repo: Path, dest: Path) -> None:
         shutil.copy2(repo / name, target)
 
 
-def run_tests(tree: Path, tests: list[str], timeout: int, threads: int) -> tuple[str, str, float]:
+def run_tests(
+    tree: Path, tests: list[str], timeout: int, threads: int | None
+) -> tuple[str, str, float]:
     """('passed' | 'failed' | 'error' | 'timeout', first failure line, seconds)."""
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),
         "COLUMNS": "500",  # untruncated assertion messages in pytest's summary
-        "OMP_NUM_THREADS": str(threads),  # idle-spinning threads cost a loaded machine dearly
     }
+    if threads:  # fewer threads waste less on a loaded machine, but change float rounding
+        env["OMP_NUM_THREADS"] = str(threads)
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-rf"]
     start = time.perf_counter()
     # Own session, so that a timeout also ends the processes the tests started (torchrun,
@@ -393,7 +396,7 @@ def check_import_location(tree: Path) -> None:
 
 
 def mutate_once(
-    tree: Path, mutation: Mutation, tests: list[str], timeout: int, threads: int
+    tree: Path, mutation: Mutation, tests: list[str], timeout: int, threads: int | None
 ) -> dict:
     path = tree / mutation.path
     original = path.read_text()
@@ -440,7 +443,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the first run of the unmutated copy (which must pass for results to mean much)",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="OMP_NUM_THREADS of the test runs (default 1)"
+        "--threads",
+        type=int,
+        help="OMP_NUM_THREADS of the test runs (default: as in the environment, like make test)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the copy of the tree")
     return parser.parse_args(argv)
