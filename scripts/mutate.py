@@ -48,7 +48,7 @@ TRAINING = "tests/test_training.py"
 RESUME = "tests/test_resume.py"
 STAGE3 = "tests/test_stage3_association.py"
 STAGE2 = "tests/test_stage2_batches.py"
-DDP = ("tests/test_distributed.py", "tests/test_distributed_sync.py")
+DDP = ("tests/test_distributed_sync.py", "tests/test_distributed.py")
 LEAK = "tests/test_ics_leakage.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -59,7 +59,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         '        state.optimizer.load_state_dict(checkpoint["optimizer"])\n'
         '        state.classifier_optimizer.load_state_dict(checkpoint["classifier_optimizer"])\n',
         "",
-        (TRAINING, RESUME),
+        (RESUME, TRAINING),
         "resume does not load either optimizer state (Adam moments restart every epoch)",
     ),
     Mutation(
@@ -67,7 +67,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ccafl/training/state.py",
         '        state.classifier_optimizer.load_state_dict(checkpoint["classifier_optimizer"])\n',
         "",
-        (TRAINING, RESUME),
+        (RESUME, TRAINING),
         "resume does not load the global-id classifier's optimizer state",
     ),
     Mutation(
@@ -75,7 +75,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ccafl/training/state.py",
         '        state.classifier.load_state_dict(checkpoint["classifier"])\n',
         "",
-        (TRAINING, RESUME),
+        (RESUME, TRAINING),
         "resume does not load the global-id classifier (ICAL then uses a random classifier)",
     ),
     Mutation(
@@ -83,7 +83,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ccafl/training/state.py",
         "            set_rng_state(per_rank[distributed.rank()])",
         "            pass",
-        (TRAINING, RESUME),
+        (RESUME, TRAINING),
         "resume does not restore the RNG states (augmentation draws differ after a restart)",
     ),
     Mutation(
@@ -101,7 +101,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ccafl/training/inter.py",
         "    gid_labels = np.asarray(gid_labels)\n",
         "    gid_labels = np.arange(data.n_gids)\n",
-        (TRAINING, STAGE3),
+        (STAGE3, TRAINING),
         "stage 3 ignores the association: every gid is its own pseudo-label",
     ),
     Mutation(
@@ -112,7 +112,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    association = Association(np.arange(data.n_gids), association.edges, data.gids)\n"
         "    image_labels = torch.as_tensor(association.image_labels)\n"
         "    gid_labels = torch.as_tensor(association.gid_labels).to(device)\n",
-        (TRAINING, STAGE3),
+        (STAGE3, TRAINING),
         "stage 3 writes the association's labels but trains on gids (labels.parquet lies)",
     ),
     Mutation(
@@ -137,7 +137,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ccafl/training/intra.py",
         "epoch_loader(state, data, data.gids, epoch, groups=data.cameras)",
         "epoch_loader(state, data, data.gids, epoch, groups=None)",
-        (TRAINING, STAGE2),
+        (STAGE2, TRAINING),
         "stage 2 draws batches over all cameras instead of one camera per batch",
     ),
     # --- stage 1 (ccafl/training/prompt.py) ---------------------------------------------------
@@ -146,7 +146,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ccafl/training/prompt.py",
         "    cached = features_of() if use_cache else None\n",
         "    cached = features_of(paths[::-1]) if use_cache else None\n",
-        (TRAINING, "tests/test_prompt_cache.py"),
+        ("tests/test_prompt_cache.py", TRAINING),
         "the stage-1 feature cache is built in another order than the labels it is indexed by",
     ),
     # --- the ICS rule -------------------------------------------------------------------------
@@ -156,7 +156,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         '        train = pd.read_parquet(Path(ics_dir) / "train.parquet")\n',
         '        train = pd.read_parquet(Path(ics_dir) / "train.parquet")\n'
         '        pd.read_parquet(Path(ics_dir) / "train_truth.parquet")\n',
-        (TRAINING, LEAK),
+        (LEAK, TRAINING),
         "stages 2-3 open train_truth.parquet when they load their data",
     ),
     Mutation(
@@ -165,7 +165,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         '    train = pd.read_parquet(Path(ics_dir) / "train.parquet")\n',
         '    train = pd.read_parquet(Path(ics_dir) / "train.parquet")\n'
         '    pd.read_parquet(Path(ics_dir) / "train_truth.parquet")\n',
-        (TRAINING, LEAK),
+        (LEAK, TRAINING),
         "stage 1 opens train_truth.parquet",
     ),
     Mutation(
@@ -174,7 +174,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         '        train=train[TRAIN_COLUMNS].astype({"camera": "int64", "intra_id": "int64"}),',
         "        train=train[TRAIN_COLUMNS]"
         '.assign(person=train["pid"]).astype({"camera": "int64", "intra_id": "int64"}),',
-        ("tests/test_ics.py", LEAK),
+        (LEAK, "tests/test_ics.py"),
         "the training table carries the cross-camera person id under another name",
     ),
     Mutation(
@@ -282,7 +282,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ccafl/data/samplers.py",
         "        if groups is None:",
         "        if True:",
-        (TRAINING, STAGE2),
+        (STAGE2, TRAINING),
         "the PK sampler mixes cameras even when asked for per-camera batches",
     ),
     Mutation(
@@ -350,7 +350,7 @@ def run_tests(
     }
     if threads:  # fewer threads waste less on a loaded machine, but change float rounding
         env["OMP_NUM_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-rf"]
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-rfE"]
     start = time.perf_counter()
     # Own session, so that a timeout also ends the processes the tests started (torchrun,
     # snakemake, `python -m ccafl ...`), not only pytest.
