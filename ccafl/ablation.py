@@ -7,6 +7,7 @@ config, so a variant is validated like any config and a typo names its key.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from functools import lru_cache
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ccafl.config import deep_merge, validate
+from ccafl.config import coerce_to_schema, deep_merge, validate
 from ccafl.io import write_text
 
 RUN_PATTERN = re.compile(r"^ablation/(?P<variant>[A-Za-z0-9_.+=-]+)-s(?P<seed>\d+)/$")
@@ -57,6 +58,8 @@ def _run_config(config_json: str, run: str) -> dict:
     for section in SHARED_SECTIONS:
         if section in overrides:
             raise ValueError(f"variant {variant!r} may not override the shared section {section!r}")
+    # Overrides given on the command line arrive as strings (see coerce_to_schema).
+    overrides = coerce_to_schema(copy.deepcopy(overrides))
     merged = deep_merge(config, overrides)
     merged["train"]["seed"] = seed
     return validate(merged)
@@ -66,16 +69,18 @@ def sections_json(config: dict, sections: tuple[str, ...]) -> str:
     return json.dumps({s: config[s] for s in sections}, sort_keys=True)
 
 
-def variant_table(config: dict, results: str | Path, group: str = "variants") -> pd.DataFrame:
-    """mAP / rank-1 per variant and seed, read from each run's eval/metrics.json."""
+def variant_table(metrics_files: dict[tuple[str, int], str | Path]) -> pd.DataFrame:
+    """mAP / rank-1 / mINP (percent) per variant and seed, from each run's eval/metrics.json.
+
+    ``metrics_files`` maps (variant, seed) to the file, as the rule lists its inputs.
+    """
     rows = []
-    for run in runs(config, group):
-        match = RUN_PATTERN.match(run)
-        metrics = json.loads((Path(results) / run / "eval" / "metrics.json").read_text())
+    for (variant, seed), path in metrics_files.items():
+        metrics = json.loads(Path(path).read_text())
         rows.append(
             {
-                "variant": match["variant"],
-                "seed": int(match["seed"]),
+                "variant": variant,
+                "seed": int(seed),
                 "mAP": 100 * metrics["mAP"],
                 "rank1": 100 * metrics["rank1"],
                 "mINP": 100 * metrics["mINP"],
@@ -87,19 +92,45 @@ def variant_table(config: dict, results: str | Path, group: str = "variants") ->
 def _switches(config: dict, variant: str) -> dict:
     cfg = run_config(config, run_id(variant, config["ablation"]["seeds"][0]))
     losses = cfg["train"]["losses"]
+    backbone = "CLIP" if cfg["clip"]["pretrained"] else "random init"
+    if cfg["train"]["labels"] == "supervised":
+        backbone += ", true cross-camera ids"
     return {
         "L_intra2": "x" if losses["intra2"] else "",
         "L_i2tce": "x" if losses["i2tce"] else "",
         "L_ICAL": "x" if losses["ical"] else "",
-        "backbone": "CLIP" if cfg["clip"]["pretrained"] else "random init",
+        "backbone": backbone,
     }
 
 
+def reference_rows(references: dict[str, str | Path]) -> list[str]:
+    """Table rows of the reference evaluations (reference.json files), one per feature."""
+    lines = []
+    for name, path in references.items():
+        result = json.loads(Path(path).read_text())
+        backbone = "random init" if name == "untrained" else "CLIP"
+        for feature in ("pooled", "projection", "concat"):
+            if feature not in result:
+                continue
+            for way in ("raw", "calibrated"):
+                m = result[feature][way]
+                lines.append(
+                    f"| {name} ({feature}, {way}) |  |  |  | {backbone}, no ReID training "
+                    f"| {100 * m['mAP']:.1f} | {100 * m['rank1']:.1f} | - |"
+                )
+    return lines
+
+
 def write_variant_table(
-    config: dict, results: str | Path, out: str | Path, group: str = "variants"
+    config: dict,
+    metrics_files: dict[tuple[str, int], str | Path],
+    out: str | Path,
+    group: str = "variants",
+    references: dict[str, str | Path] | None = None,
 ) -> pd.DataFrame:
-    """Markdown table: one row per variant with mean +- std over seeds, and the per-seed values."""
-    table = variant_table(config, results, group)
+    """Markdown table: reference rows, then one row per variant with mean +- std over seeds
+    and the per-seed values in brackets; a CSV of every run beside it."""
+    table = variant_table(metrics_files)
     summary = table.groupby("variant", sort=False).agg(
         mAP=("mAP", "mean"),
         mAP_std=("mAP", "std"),
@@ -110,6 +141,7 @@ def write_variant_table(
     lines = [
         "| variant | L_intra2 | L_i2tce | L_ICAL | backbone | mAP (%) | rank-1 (%) | seeds |",
         "|---|---|---|---|---|---|---|---|",
+        *reference_rows(references or {}),
     ]
     for variant, row in summary.iterrows():
         s = (
@@ -128,3 +160,85 @@ def write_variant_table(
     write_text("\n".join(lines) + "\n", out)
     write_text(table.to_csv(index=False), Path(out).with_suffix(".csv"))
     return table
+
+
+# The claims the embedded benchmark is built to support (issue "Training must beat its own
+# starting point"): name, numerator, denominator, threshold.
+CALIBRATION_TARGETS = (
+    ("CCAFL / best zero-shot", "ccafl", "zeroshot", 1.2),
+    ("CCAFL / supervised", "ccafl", "supervised", 0.85),
+    ("supervised / best zero-shot", "supervised", "zeroshot", 1.5),
+    ("best zero-shot / best untrained", "zeroshot", "untrained", 3.0),
+)
+
+
+def calibration_table(
+    zeroshot: str | Path,
+    untrained: str | Path,
+    ccafl: dict[int, str | Path],
+    supervised: dict[int, str | Path],
+) -> dict:
+    """mAP of the four reference points and the ratios the benchmark must show.
+
+    ``zeroshot`` / ``untrained``: reference JSONs (their best feature counts); ``ccafl`` and
+    ``supervised``: eval/metrics.json per training seed (their mean counts).
+    """
+
+    def seeds(files: dict[int, str | Path]) -> dict:
+        maps = [100 * json.loads(Path(f).read_text())["mAP"] for f in files.values()]
+        series = pd.Series(maps, dtype=float)
+        return {
+            "mAP": float(series.mean()),
+            "std": float(series.std()) if len(series) > 1 else 0.0,
+            "per_seed": dict(zip(map(int, files), maps, strict=True)),
+        }
+
+    def best(path: str | Path) -> dict:
+        row = json.loads(Path(path).read_text())["best"]
+        return {"mAP": 100 * row["mAP"], "feature": row["feature"], "way": row["way"]}
+
+    points = {
+        "zeroshot": best(zeroshot),
+        "untrained": best(untrained),
+        "ccafl": seeds(ccafl),
+        "supervised": seeds(supervised),
+    }
+    ratios = [
+        {
+            "ratio": name,
+            "value": points[num]["mAP"] / points[den]["mAP"],
+            "target": target,
+            "met": points[num]["mAP"] / points[den]["mAP"] >= target,
+        }
+        for name, num, den, target in CALIBRATION_TARGETS
+    ]
+    return {"points": points, "ratios": ratios}
+
+
+def write_calibration(result: dict, out: str | Path) -> None:
+    """calibration.md (what a reader looks at) and calibration.json beside it."""
+    p = result["points"]
+
+    def spread(point: dict) -> str:
+        seeds = ", ".join(f"{v:.1f}" for v in point["per_seed"].values())
+        return f"{point['mAP']:.1f} ± {point['std']:.1f} ({seeds})"
+
+    lines = [
+        "| model | mAP (%) |",
+        "|---|---|",
+        f"| untrained network, best feature ({p['untrained']['feature']}, "
+        f"{p['untrained']['way']}) | {p['untrained']['mAP']:.1f} |",
+        f"| pretrained CLIP zero-shot, best feature ({p['zeroshot']['feature']}, "
+        f"{p['zeroshot']['way']}) | {p['zeroshot']['mAP']:.1f} |",
+        f"| CCAFL (ICS), mean ± std over seeds | {spread(p['ccafl'])} |",
+        f"| supervised (true cross-camera ids), mean ± std | {spread(p['supervised'])} |",
+        "",
+        "| ratio | value | target | met |",
+        "|---|---|---|---|",
+        *(
+            f"| {r['ratio']} | {r['value']:.2f} | >= {r['target']} | {'yes' if r['met'] else 'NO'} |"
+            for r in result["ratios"]
+        ),
+    ]
+    write_text("\n".join(lines) + "\n", out)
+    write_text(json.dumps(result, indent=2) + "\n", Path(out).with_suffix(".json"))

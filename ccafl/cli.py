@@ -3,17 +3,28 @@
 Every command takes the same configuration: ``--config`` (a YAML file such as
 config/config.yaml) and/or ``--set`` (JSON merged on top; the rules pass the config sections a
 stage depends on this way, so Snakemake reruns a stage when exactly those change).
+
+An error the user can fix (config, dataset, weights, checkpoint, a missing input file) ends the
+command with exit status 2 and one line naming the key or file and what to do; ``--debug`` (or
+``CCAFL_DEBUG=1`` in the environment, which reaches the jobs Snakemake starts) shows the
+traceback instead. Any other exception is a bug of ccafl and always keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ccafl.config import ConfigError, load_config
+from ccafl.checks import check_config
+from ccafl.config import load_config
+from ccafl.errors import UserError
+from ccafl.logs import redirect_output, setup_logging
 
 Handler = Callable[[argparse.Namespace, dict], None]
 _COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -41,6 +52,11 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
 def _synthesize(args: argparse.Namespace, config: dict) -> None:
     from ccafl.data.synthetic import SyntheticSpec, synthesize
 
+    if config["dataset"]["format"] != "synthetic":
+        raise UserError(
+            f"dataset.format is {config['dataset']['format']}: synthesize writes only the "
+            "synthetic benchmark (dataset.format: synthetic), never into a real dataset's root"
+        )
     root = args.out or Path(config["dataset"]["root"])
     summary = synthesize(root, SyntheticSpec.from_config(config["synthetic"]))
     logging.info("synthetic benchmark written to %s: %s", root, summary)
@@ -51,7 +67,9 @@ def _ics(args: argparse.Namespace, config: dict) -> None:
     from ccafl.data.ics import build_ics
 
     data = config["dataset"]
-    summary = build_ics(data["root"], data["format"], args.out_dir, data["verify_images"])
+    summary = build_ics(
+        data["root"], data["format"], args.out_dir, data["verify_images"], data["layout"]
+    )
     logging.info(
         "%d cameras, %d ICS ids (%s per camera), %d training images, %.1f s",
         summary["n_cameras"],
@@ -60,6 +78,25 @@ def _ics(args: argparse.Namespace, config: dict) -> None:
         summary["train"]["images"],
         summary["seconds"],
     )
+
+
+def _fetch_weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="open_clip model name (default: clip.model)")
+    p.add_argument("--pretrained", help="open_clip pretrained tag (default: clip.pretrained)")
+
+
+@command(
+    "fetch-weights",
+    "download open_clip weights into the local cache once (needs internet); runs never download",
+    _fetch_weights_args,
+)
+def _fetch_weights(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.models.weights import fetch_hub_weights
+
+    model = args.model or config["clip"]["model"]
+    tag = args.pretrained or config["clip"]["pretrained"]
+    path = fetch_hub_weights(model, tag)
+    logging.getLogger("ccafl").info("open_clip weights %s/%s: %s", model, tag, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="YAML config (default: schema defaults)")
         p.add_argument("--set", dest="overrides", help="JSON merged over the config")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            help="show the traceback of an error instead of its one line (or CCAFL_DEBUG=1)",
+        )
+        p.add_argument(
+            "--log",
+            type=Path,
+            help="write all output into this file; warnings and errors also reach the terminal",
+        )
         arguments(p)
     return parser
 
@@ -84,30 +131,57 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _register_stage_commands()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    try:
-        config = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"ccafl {args.command}: {error}", file=sys.stderr)
-        return 2
+    debug = args.debug or os.environ.get("CCAFL_DEBUG", "") not in ("", "0")
+    terminal = redirect_output(args.log) if args.log else None
+    setup_logging(args.command, args.verbose, terminal)
+    # Snakemake stops a job with SIGTERM: leave through Python's exit so that `finally`
+    # blocks (atomic writes removing their temporary files) still run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _, handler, _ = _COMMANDS[args.command]
-    from ccafl.data.datasets import DatasetError
-
     try:
-        handler(args, config)
-    except DatasetError as error:
-        print(f"ccafl {args.command}: {error}", file=sys.stderr)
+        handler(args, check_config(load_config(args.config, args.overrides)))
+    except Exception as error:
+        line = user_error_line(error)
+        if line is None or debug:
+            raise
+        message = f"ccafl {args.command}: error: {line}"
+        print(message, file=sys.stderr, flush=True)
+        if terminal is not None and os.environ.get("RANK", "0") == "0":
+            print(message, file=terminal, flush=True)
         return 2
     return 0
+
+
+def user_error_line(error: BaseException) -> str | None:
+    """The one line for an error the user can fix; None for a bug (keeps its traceback)."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return f"no space left on device writing {error.filename or 'a file'}: free some space"
+    if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
+        what = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if error.filename is not None:
+            kind = "file not found" if isinstance(error, FileNotFoundError) else error.strerror
+            what = f"{kind}: {error.filename}"
+        elif isinstance(error, FileNotFoundError) and "not found" not in what.lower():
+            what = f"file not found: {what}"  # pandas gives just the path
+        if isinstance(error, FileNotFoundError):
+            return (
+                f"{what} (an input of this stage: run the stage that writes it, as snakemake "
+                "does, or correct the path)"
+            )
+        return f"{what} (check the path and its permissions)"
+    return None
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _register_stage_commands() -> None:
     """Training stages register themselves in their own modules (imported lazily here)."""
     import ccafl.report_cli  # noqa: F401
+    import ccafl.search_cli  # noqa: F401
     import ccafl.stages  # noqa: F401
 
 

@@ -34,3 +34,17 @@ def association_diagnostics(
     cluster = labels.sort_values("gid")["cluster"].to_numpy()
     quality = association_quality(cluster, truth, edges=edges)
     return {f"assoc_{key}": value for key, value in quality.items()}
+
+
+def supervised_labels(train: pd.DataFrame, truth_path: str | Path) -> pd.DataFrame:
+    """Cross-camera labels per gid from the truth table: the supervised reference run's labels.
+
+    One row per gid (``gid``, ``cluster``), cluster = a contiguous index of the person id. This
+    is the only way a training job may see cross-camera identity, and only the `supervised`
+    reference run asks for it (``train.labels: supervised``); an ICS run never reads it.
+    """
+    truth = truth_per_gid(train, truth_path)
+    if truth is None:
+        raise ValueError(f"{truth_path} holds no person ids: no supervised reference possible")
+    _, cluster = np.unique(truth, return_inverse=True)
+    return pd.DataFrame({"gid": np.arange(len(truth)), "cluster": cluster.astype(np.int64)})

@@ -45,12 +45,13 @@ RULE_ORDER = (
     "clip_pretrain",
     "prompt",
     "intra",
-    "inter_epoch",
+    "inter_epochs",
     "final",
     "evaluate",
 )
 _CAMERA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
-_EPOCH_BENCHMARK = re.compile(r"^inter_epoch_(\d+)$")
+# Stage-3 jobs: one per block of epochs, named by the first epoch of the block.
+_EPOCH_BENCHMARK = re.compile(r"^inter_epochs_(\d+)$")
 
 
 class NotAvailable(Exception):
@@ -208,7 +209,7 @@ def benchmark_table(results_dir: str | Path, config: dict | None = None) -> pd.D
         match = _EPOCH_BENCHMARK.match(name)
         rows.append(
             {
-                "rule": "inter_epoch" if match else name,
+                "rule": "inter_epochs" if match else name,
                 "epoch": int(match.group(1)) if match else None,
                 # Snakemake's `repeat` writes one row per repetition: report their mean.
                 "seconds": float(pd.to_numeric(bench["s"], errors="coerce").mean()),
@@ -222,7 +223,7 @@ def benchmark_table(results_dir: str | Path, config: dict | None = None) -> pd.D
     jobs = pd.DataFrame(rows).astype({"epoch": "Int64"})
     wanted = _configured_epochs(config)
     if wanted is not None:  # stale epoch files of an earlier, longer run stay out
-        jobs = jobs[(jobs["rule"] != "inter_epoch") | jobs["epoch"].isin(list(wanted))]
+        jobs = jobs[(jobs["rule"] != "inter_epochs") | jobs["epoch"].isin(list(wanted))]
     return jobs.reset_index(drop=True)
 
 
@@ -242,7 +243,7 @@ def timings_summary(jobs: pd.DataFrame) -> pd.DataFrame:
     per_rule = per_rule.iloc[
         sorted(range(len(per_rule)), key=lambda i: _rule_rank(per_rule.rule[i]))
     ]
-    epochs = jobs[jobs["rule"] == "inter_epoch"].sort_values("epoch").copy()
+    epochs = jobs[jobs["rule"] == "inter_epochs"].sort_values("epoch").copy()
     epochs["level"] = "epoch"
     epochs["jobs"] = 1
     columns = ["level", "rule", "epoch", "jobs", "seconds", "max_rss_mb"]

@@ -12,7 +12,12 @@ from torch import nn
 
 from ccafl.evaluation import cmc_at, rank_metrics
 from ccafl.io import write_json, write_parquet
-from ccafl.models.factory import build_reid_model, input_size, load_reid_model
+from ccafl.models.factory import (
+    build_reid_model,
+    checkpoint_quick_gelu,
+    input_size,
+    load_reid_model,
+)
 from ccafl.reranking import k_reciprocal_rerank
 from ccafl.training.common import extract_features, load_checkpoint, pick_device
 
@@ -28,7 +33,9 @@ def load_model_for_eval(
     payload = load_checkpoint(model_path)
     if "clip_model_config" in payload:
         return load_reid_model(model_path)
-    model = build_reid_model(payload["config"], weights=False)
+    model = build_reid_model(
+        payload["config"], weights=False, quick_gelu=checkpoint_quick_gelu(payload)
+    )
     model.load_state_dict(payload["model"])
     return model
 

@@ -16,7 +16,11 @@ def _paths(*names: str):
     helps = {
         "ics_dir": "folder of the ics rule's tables (results/<name>/ics)",
         "prompt_dir": "folder of the prompt rule's outputs (results/<name>/prompt)",
-        "clip": "caption-pretrained CLIP checkpoint (when clip.pretrained is 'captions')",
+        "clip": (
+            "the pipeline's copy of the pretrained CLIP: results/<name>/clip/pretrained.pt "
+            "(clip.pretrained: captions) or results/<name>/clip/imported.pt (a tag or a local "
+            "file); without it a tag or file named by clip.pretrained is read directly"
+        ),
         "out_dir": "folder for the stage's outputs",
     }
 
@@ -38,6 +42,22 @@ def _clip_pretrain(args: argparse.Namespace, config: dict) -> None:
         config, config["dataset"]["root"], args.out_dir / "pretrained.pt"
     )
     write_json(zero_shot, args.out_dir / "zero_shot.json")
+
+
+def _clip_import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (imported.pt)")
+
+
+@command(
+    "clip-import",
+    "read the pretrained CLIP of clip.pretrained (tag or local file) once into the results",
+    _clip_import_args,
+)
+def _clip_import(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.models.factory import import_clip
+
+    summary = import_clip(config, args.out)
+    log.info("CLIP weights imported: %s", summary)
 
 
 def _prompt_args(p: argparse.ArgumentParser) -> None:
@@ -81,49 +101,98 @@ def _intra(args: argparse.Namespace, config: dict) -> None:
 
 
 def _inter_args(p: argparse.ArgumentParser) -> None:
-    _paths("ics_dir", "prompt_dir", "clip", "out_dir")(p)
-    p.add_argument("--epoch", type=int, required=True, help="1-based epoch to train")
-    p.add_argument("--previous", type=Path, required=True, help="checkpoint of epoch - 1")
+    _paths("ics_dir", "prompt_dir")(p)
+    p.add_argument(
+        "--clip", type=Path, help="not read: stage 3 rebuilds the model from --previous only"
+    )
+    p.add_argument(
+        "--epoch",
+        type=int,
+        nargs="+",
+        required=True,
+        help="1-based epoch(s) to train: one, or a block of consecutive epochs run in one job",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="output folder of each epoch, in the order of --epoch",
+    )
+    p.add_argument("--previous", type=Path, required=True, help="checkpoint of the epoch before")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="fixed cross-camera labels per gid (gid, cluster) in place of the association: "
+        "the supervised reference run (its table comes from the supervised_labels rule)",
+    )
 
 
 @command(
     "inter-epoch",
-    "stage 3: one epoch of association + inter-camera learning (Eq. 12-20)",
+    "stage 3: association + inter-camera learning, one epoch or a block (Eq. 12-20)",
     _inter_args,
 )
 def _inter_epoch(args: argparse.Namespace, config: dict) -> None:
     from ccafl import distributed
     from ccafl.diagnostics import association_diagnostics
-    from ccafl.training.inter import run_inter_epoch
+    from ccafl.training.common import load_checkpoint
+    from ccafl.training.inter import run_inter_epochs
     from ccafl.training.state import TrainingData
 
+    if len(args.epoch) != len(args.out_dir):
+        raise SystemExit("inter-epoch: give one --out-dir per --epoch")
+    # Before anything heavy: the previous epoch's checkpoint is readable and is epoch - 1.
+    load_checkpoint(args.previous, epoch=args.epoch[0] - 1, mmap=True)
     distributed.init_from_env()
     data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
-    association, metrics = run_inter_epoch(
-        config, data, args.previous, args.clip, args.epoch, args.out_dir
-    )
-    if not distributed.is_main():
-        distributed.shutdown()
-        return
-    # Diagnostics only: measured after training, from the truth table training never opens.
-    metrics.update(
-        association_diagnostics(
-            association.labels_table(data),
-            association.edges,
-            data.train,
-            args.ics_dir / "train_truth.parquet",
+    given = None if args.labels is None else given_labels(args.labels, data.n_gids)
+    out_dirs = dict(zip(args.epoch, args.out_dir, strict=True))
+
+    def diagnostics(epoch: int, association, metrics: dict) -> None:
+        if not distributed.is_main():
+            return
+        # Diagnostics only: measured after training, from the truth table training never opens.
+        metrics.update(
+            association_diagnostics(
+                association.labels_table(data),
+                association.edges,
+                data.train,
+                args.ics_dir / "train_truth.parquet",
+            )
         )
+        write_json(metrics, out_dirs[epoch] / "metrics.json")
+        if "assoc_precision" in metrics:
+            log.info(
+                "association: precision %.3f recall %.3f F %.3f expansion %.2f",
+                metrics["assoc_precision"],
+                metrics["assoc_recall"],
+                metrics["assoc_f_score"],
+                metrics["assoc_expansion"],
+            )
+
+    run_inter_epochs(
+        config,
+        data,
+        args.previous,
+        args.clip,
+        args.epoch,
+        args.out_dir,
+        given_labels=given,
+        on_epoch_end=diagnostics,
     )
-    write_json(metrics, args.out_dir / "metrics.json")
     distributed.shutdown()
-    if "assoc_precision" in metrics:
-        log.info(
-            "association: precision %.3f recall %.3f F %.3f expansion %.2f",
-            metrics["assoc_precision"],
-            metrics["assoc_recall"],
-            metrics["assoc_f_score"],
-            metrics["assoc_expansion"],
-        )
+
+
+def given_labels(path: Path, n_gids: int):
+    """The per-gid label column of a (gid, cluster) table, checked to cover every gid."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_parquet(path).sort_values("gid")
+    if table["gid"].tolist() != list(range(n_gids)):
+        raise SystemExit(f"{path}: expected one row per gid 0..{n_gids - 1}")
+    return np.asarray(table["cluster"], dtype=np.int64)
 
 
 def _final_args(p: argparse.ArgumentParser) -> None:
@@ -134,11 +203,13 @@ def _final_args(p: argparse.ArgumentParser) -> None:
 @command("final", "package the last checkpoint as a standalone inference model", _final_args)
 def _final(args: argparse.Namespace, config: dict) -> None:
     from ccafl.io import save_torch
-    from ccafl.models.factory import build_reid_model, final_model_payload
+    from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu, final_model_payload
     from ccafl.training.common import load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint)
-    model = build_reid_model(checkpoint["config"], weights=False)
+    model = build_reid_model(
+        checkpoint["config"], weights=False, quick_gelu=checkpoint_quick_gelu(checkpoint)
+    )
     model.load_state_dict(checkpoint["model"])
     payload = final_model_payload(model, checkpoint["config"], epoch=checkpoint["epoch"])
     save_torch(payload, args.out)
@@ -168,7 +239,22 @@ def _evaluate(args: argparse.Namespace, config: dict) -> None:
 
 def _variant_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", choices=["variants", "sweeps"], default="variants")
-    p.add_argument("--results-dir", type=Path, required=True, help="results/<name>")
+    p.add_argument(
+        "--run",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("VARIANT", "SEED", "METRICS"),
+        help="one run: its variant, seed and eval/metrics.json (repeat per run)",
+    )
+    p.add_argument(
+        "--reference",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON"),
+        help="a reference evaluation (zeroshot, untrained) to list above the variants",
+    )
     p.add_argument("--out", type=Path, required=True, help="markdown table to write")
 
 
@@ -180,5 +266,114 @@ def _variant_table_args(p: argparse.ArgumentParser) -> None:
 def _variant_table(args: argparse.Namespace, config: dict) -> None:
     from ccafl.ablation import write_variant_table
 
-    table = write_variant_table(config, args.results_dir, args.out, args.group)
+    runs = {(variant, int(seed)): Path(path) for variant, seed, path in args.run}
+    references = dict(args.reference)
+    table = write_variant_table(config, runs, args.out, args.group, references)
     log.info("%d runs collected into %s", len(table), args.out)
+
+
+def _reference_args(p: argparse.ArgumentParser) -> None:
+    _paths("ics_dir", "clip")(p)
+    p.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="a randomly initialised network of the same architecture instead of the CLIP",
+    )
+
+
+@command(
+    "reference",
+    "reference rows: the pretrained CLIP with no ReID training (or an untrained network), "
+    "evaluated per retrieval feature",
+    _reference_args,
+)
+def _reference(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.reference import reference_metrics
+
+    result = reference_metrics(
+        config,
+        args.clip,
+        config["dataset"]["root"],
+        args.ics_dir,
+        untrained=args.untrained,
+    )
+    write_json(result, args.out)
+    best = result["best"]
+    log.info(
+        "%s: best feature %s (%s): mAP %.1f%%",
+        result["source"],
+        best["feature"],
+        best["way"],
+        100 * best["mAP"],
+    )
+
+
+def _supervised_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ics-dir", type=Path, required=True, help="the ics rule's tables")
+    p.add_argument("--out", type=Path, required=True, help="labels table to write")
+
+
+@command(
+    "supervised-labels",
+    "cross-camera labels per gid from the truth table, for the supervised reference run only",
+    _supervised_args,
+)
+def _supervised_labels(args: argparse.Namespace, config: dict) -> None:
+    import pandas as pd
+
+    from ccafl.diagnostics import supervised_labels
+    from ccafl.io import write_parquet
+
+    train = pd.read_parquet(args.ics_dir / "train.parquet")
+    table = supervised_labels(train, args.ics_dir / "train_truth.parquet")
+    write_parquet(table, args.out)
+    log.info("%d gids, %d people", len(table), table["cluster"].nunique())
+
+
+def _calibration_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--zeroshot", type=Path, required=True, help="reference/zeroshot.json")
+    p.add_argument("--untrained", type=Path, required=True, help="reference/untrained.json")
+    p.add_argument(
+        "--ccafl",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("SEED", "METRICS"),
+        help="eval/metrics.json of a full CCAFL run at a training seed (repeat per seed)",
+    )
+    p.add_argument(
+        "--supervised",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("SEED", "METRICS"),
+        help="eval/metrics.json of a supervised reference run (repeat per seed)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="markdown table to write")
+
+
+@command(
+    "calibration",
+    "zero-shot, untrained, CCAFL and supervised mAP side by side, with the ratios the "
+    "benchmark must show",
+    _calibration_args,
+)
+def _calibration(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.ablation import calibration_table, write_calibration
+
+    result = calibration_table(
+        args.zeroshot,
+        args.untrained,
+        {int(seed): path for seed, path in args.ccafl},
+        {int(seed): path for seed, path in args.supervised},
+    )
+    write_calibration(result, args.out)
+    for ratio in result["ratios"]:
+        log.info(
+            "%s: %.2f (target >= %s)%s",
+            ratio["ratio"],
+            ratio["value"],
+            ratio["target"],
+            "" if ratio["met"] else "  NOT MET",
+        )

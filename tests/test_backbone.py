@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import huggingface_hub
 import open_clip
 import pytest
 import torch
 
+from ccafl.errors import WeightsError
 from ccafl.models import backbone
 from ccafl.models.backbone import (
     PromptTextEncoder,
@@ -179,14 +181,14 @@ def test_captions_must_be_resolved_by_caller():
         create_clip(TINY, "captions", (64, 32))
 
 
-def test_hub_failure_is_explained(monkeypatch):
-    def offline(*args, **kwargs):
-        raise RuntimeError("Failed to download weights")
+def test_uncached_hub_tag_fails_at_once_without_network(monkeypatch, tmp_path):
+    def network(*args, **kwargs):
+        raise AssertionError("a run must never download weights")
 
-    monkeypatch.setattr(open_clip, "create_model", offline)
-    with pytest.raises(RuntimeError, match="offline") as err:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # empty
+    monkeypatch.setattr(open_clip, "create_model", network)
+    with pytest.raises(WeightsError, match="fetch-weights --model RN50 --pretrained openai"):
         create_clip("RN50", "openai", REID_SIZE)
-    assert "Failed to download weights" in str(err.value)
 
 
 @pytest.mark.parametrize("layout", ["ours", "plain", "ddp", "adapted"])

@@ -10,7 +10,6 @@ import torch
 
 from ccafl import evaluation
 from ccafl.evaluation import cmc_at, default_chunk_size, rank_metrics
-from ccafl.reranking import k_reciprocal_rerank
 
 # Hand-worked example: 2 queries, 6 gallery images.
 #
@@ -269,86 +268,6 @@ def test_default_chunk_size_bounds_msmt17_memory() -> None:
     chunk = default_chunk_size(n_gallery)
     assert 64 <= chunk <= 1024
     assert chunk * n_gallery * 16 <= 1 * 2**30  # chunk working set, well under 4 GiB
-
-
-def small_clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((6, 8))
-    q = centres[np.arange(6)] + 0.3 * rng.standard_normal((6, 8))
-    g = centres[np.repeat(np.arange(6), 5)] + 0.3 * rng.standard_normal((30, 8))
-    return q.astype(np.float32), g.astype(np.float32)
-
-
-def test_rerank_shape_range_and_lambda_one_is_original_distance() -> None:
-    q_feats, g_feats = small_clusters()
-    reranked = k_reciprocal_rerank(q_feats, g_feats, k1=6, k2=3, lambda_value=0.3)
-    assert reranked.shape == (6, 30)
-    assert np.isfinite(reranked).all()
-    original = cosine_distmat(q_feats, g_feats)
-    np.testing.assert_allclose(
-        k_reciprocal_rerank(q_feats, g_feats, k1=6, k2=3, lambda_value=1.0), original, atol=1e-6
-    )
-    jaccard = k_reciprocal_rerank(q_feats, g_feats, k1=6, k2=3, lambda_value=0.0)
-    assert (jaccard >= -1e-6).all() and (jaccard <= 1 + 1e-6).all()
-    # Same-cluster gallery images stay the nearest under the Jaccard distance alone.
-    nearest = np.argsort(jaccard, axis=1)[:, :5] // 5
-    assert (nearest == np.arange(6)[:, None]).mean() > 0.9
-
-
-def test_rerank_keeps_metrics_sane_on_clusters() -> None:
-    q_feats, g_feats = small_clusters(1)
-    labels = {
-        "q_pids": np.arange(6) + 1,
-        "g_pids": np.repeat(np.arange(6), 5) + 1,
-        "q_cams": np.zeros(6, dtype=int),
-        "g_cams": np.ones(30, dtype=int),
-    }
-    plain = rank_metrics(cosine_distmat(q_feats, g_feats), **labels, max_rank=10)
-    reranked = rank_metrics(k_reciprocal_rerank(q_feats, g_feats, k1=6, k2=3), **labels)
-    assert reranked["mAP"] >= plain["mAP"] - 0.05
-
-
-def dense_rerank_reference(
-    q_feats: np.ndarray, g_feats: np.ndarray, k1: int, k2: int, lambda_value: float
-) -> np.ndarray:
-    """The paper's steps with Python sets and dense vectors, for small inputs only."""
-    feats = np.concatenate([q_feats, g_feats]).astype(np.float64)
-    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    dist = 1.0 - feats @ feats.T
-    n, n_query = len(feats), len(q_feats)
-    ranking = [
-        [i] + [j for j in np.argsort(-(feats @ feats[i]), kind="stable") if j != i]
-        for i in range(n)
-    ]
-
-    def reciprocal(p: int, k: int) -> set[int]:
-        return {g for g in ranking[p][:k] if p in ranking[g][:k]}
-
-    half = max(1, int(round(k1 / 2)))
-    vectors = np.zeros((n, n))
-    for p in range(n):
-        expanded = set(reciprocal(p, k1))
-        for q in reciprocal(p, k1):
-            theirs = reciprocal(q, half)
-            if 3 * len(theirs & reciprocal(p, k1)) >= 2 * len(theirs):
-                expanded |= theirs
-        for g in expanded:
-            vectors[p, g] = np.exp(-dist[p, g])
-    vectors = np.stack([vectors[ranking[p][:k2]].mean(axis=0) for p in range(n)])
-    jaccard = np.empty((n_query, n - n_query))
-    for p in range(n_query):
-        for g in range(n - n_query):
-            a, b = vectors[p], vectors[n_query + g]
-            jaccard[p, g] = 1.0 - np.minimum(a, b).sum() / np.maximum(a, b).sum()
-    return (1 - lambda_value) * jaccard + lambda_value * dist[:n_query, n_query:]
-
-
-@pytest.mark.parametrize(("k1", "k2"), [(6, 3), (4, 1), (20, 6)])
-def test_rerank_matches_dense_reference(k1: int, k2: int) -> None:
-    q_feats, g_feats = small_clusters(2)
-    expected = dense_rerank_reference(q_feats, g_feats, k1, k2, 0.3)
-    actual = k_reciprocal_rerank(q_feats, g_feats, k1=k1, k2=k2, lambda_value=0.3)
-    np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -17,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-GPU_RULES = {"clip_pretrain", "prompt", "intra", "inter_epoch", "evaluate"}
+GPU_RULES = {"clip_pretrain", "prompt", "intra", "inter_epoch", "evaluate", "zeroshot", "untrained"}
 
 pytest.importorskip("snakemake_executor_plugin_slurm")
 
@@ -43,18 +43,25 @@ def dry_run(tmp_path: Path, *profile_args: str) -> str:
     return out
 
 
+def profile_name(rule: str) -> str:
+    """The name the profile gives a rule: stage-3 block rules are all `inter_epoch` there."""
+    return "inter_epoch" if re.fullmatch(r"inter_epochs_\d+", rule) else rule
+
+
 def job_counts(out: str) -> dict[str, int]:
-    table = out.split("Job stats:", 1)[1]
-    return {
-        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
-    }
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]  # the first table only
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M):
+        if m[1] != "total":
+            counts[profile_name(m[1])] = counts.get(profile_name(m[1]), 0) + int(m[2])
+    return counts
 
 
 def rule_resources(out: str) -> dict[str, set[str]]:
     """rule name -> the resource lines printed for its jobs."""
     found: dict[str, set[str]] = {}
     for block in re.split(r"^\s*rule (?=\w+:)", out, flags=re.M)[1:]:
-        name = block.split(":", 1)[0]
+        name = profile_name(block.split(":", 1)[0])
         match = re.search(r"^\s*resources: (.*)$", block, re.M)
         if match:
             found.setdefault(name, set()).add(match[1])
@@ -76,11 +83,13 @@ def test_dry_run_as_workflow_profile_plans_every_job_with_gpus(tmp_path: Path) -
     out = dry_run(tmp_path, "--workflow-profile", str(PROFILE))
     counts = job_counts(out)
     train = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["train"]
-    assert counts["inter_epoch"] >= train["epochs"] - train["intra_epochs"]
+    blocks = -(-(train["epochs"] - train["intra_epochs"]) // train["epochs_per_job"])
+    assert counts["inter_epoch"] == blocks
     assert {"ics", "prompt", "intra", "final", "evaluate", "all"} <= set(counts)
     assert "Group job training" in out
     resources = rule_resources(out)
-    for rule in GPU_RULES:
+    assert GPU_RULES - {"untrained"} <= set(resources)  # untrained is in the ablation DAG only
+    for rule in GPU_RULES & set(resources):
         # String resources such as the partition print as <TBD> in a dry run of a fresh
         # directory; the partition is checked on the profile itself.
         assert resources[rule] and all("gpu=1" in line for line in resources[rule])
@@ -94,7 +103,8 @@ def test_dry_run_with_plain_profile_flag(tmp_path: Path) -> None:
     out = dry_run(tmp_path, "--profile", str(PROFILE))
     assert job_counts(out)["inter_epoch"] >= 1
     resources = rule_resources(out)
-    for rule in GPU_RULES:
+    assert GPU_RULES - {"untrained"} <= set(resources)  # untrained is in the ablation DAG only
+    for rule in GPU_RULES & set(resources):
         # String resources such as the partition print as <TBD> in a dry run of a fresh
         # directory; the partition is checked on the profile itself.
         assert resources[rule] and all("gpu=1" in line for line in resources[rule])

@@ -111,7 +111,7 @@ def run(tmp_path: Path) -> tuple[Path, Path]:
             "assoc_n_identities": 6,
         }
         _json(folder / "metrics.json", metrics)
-        _benchmark(results / "benchmarks" / f"inter_epoch_{epoch:03d}.tsv", 2.0 * epoch)
+        _benchmark(results / "benchmarks" / f"inter_epochs_{epoch:03d}.tsv", 2.0 * epoch)
     _benchmark(results / "benchmarks" / "intra.tsv", 5.0)
     _benchmark(results / "benchmarks" / "report.tsv", 99.0)  # an earlier report run: left out
     zero_shot = {
@@ -158,8 +158,8 @@ def test_full_run_writes_every_output_with_the_metrics(run, tmp_path: Path) -> N
 
     timings = pd.read_csv(out / "timings.csv")
     per_rule = timings[timings["level"] == "rule"].set_index("rule")
-    assert per_rule.loc["inter_epoch", "seconds"] == pytest.approx(14.0)  # 6 s + 8 s
-    assert per_rule.loc["inter_epoch", "jobs"] == 2
+    assert per_rule.loc["inter_epochs", "seconds"] == pytest.approx(14.0)  # 6 s + 8 s
+    assert per_rule.loc["inter_epochs", "jobs"] == 2
     assert "report" not in per_rule.index
     assert sorted(timings.loc[timings["level"] == "epoch", "epoch"]) == [3, 4]
 

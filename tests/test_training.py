@@ -143,16 +143,16 @@ def test_inter_epoch_restart_equals_uninterrupted(
 def test_inter_epoch_rejects_wrong_previous_epoch(
     tiny_dataset: dict, prompt_run: dict, intra_run: dict, tmp_path: Path
 ) -> None:
-    from ccafl.training.inter import run_inter_epoch
+    from ccafl.training.inter import run_inter_epochs
 
     with pytest.raises(ValueError, match="holds epoch 2, but epoch 5 needs 4"):
-        run_inter_epoch(
+        run_inter_epochs(
             intra_run["config"],
             intra_run["data"],
             intra_run["checkpoint"],
             tiny_dataset["clip"],
-            5,
-            tmp_path,
+            [5],
+            [tmp_path],
         )
 
 

@@ -65,6 +65,11 @@ def relabel(raw: RawDataset) -> ICSTables:
     train["gid"] = train["camera"].map(offsets).astype("int64") + train["intra_id"]
     train = train.reset_index(drop=True)
 
+    if int(ids_per_camera.max()) < 2:
+        raise DatasetError(
+            f"no camera of {raw.root} has two or more training identities: intra-camera "
+            "learning would have nothing to contrast; check the training split's labels"
+        )
     for name in cameras:
         n_ids = int(ids_per_camera.get(camera_index[name], 0))
         if n_ids < 2:
@@ -118,6 +123,7 @@ def summarise(tables: ICSTables, cameras: list[str], raw: RawDataset) -> dict:
     }
     return {
         "dataset_root": str(raw.root),
+        "layout": raw.layout or None,
         "cameras": cameras,
         "n_cameras": len(cameras),
         "n_gids": int(train["gid"].nunique()),
@@ -152,16 +158,56 @@ def verify_images(root: Path, paths: list[str], mode: str = "header", workers: i
         results = list(pool.map(lambda p: _check_image(root / p, mode), paths))
     bad = [(p, why) for p, why in zip(paths, results, strict=True) if why is not None]
     if bad:
-        listing = "\n  ".join(f"{root / p}: {why}" for p, why in bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise DatasetError(f"{len(bad)} unreadable image(s):\n  {listing}{more}")
+        listing = "; ".join(f"{root / p} ({why})" for p, why in bad[:3])
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        log.info("unreadable images:\n  %s", "\n  ".join(f"{root / p}: {w}" for p, w in bad))
+        raise DatasetError(
+            f"{len(bad)} unreadable image(s): {listing}{more}; replace or remove them (the "
+            "log lists them all)"
+        )
 
 
-def build_ics(root: str | Path, fmt: str, out_dir: str | Path, verify: str = "header") -> dict:
+def check_evaluable(query: pd.DataFrame, gallery: pd.DataFrame, root: Path) -> int:
+    """How many queries have a valid match (same person, other camera; DESIGN section 5).
+
+    None at all is an error found here, before any training, rather than at `evaluate`;
+    some without one is a warning (evaluation skips them).
+    """
+    persons = query.loc[query["pid"] > 0, ["pid", "camera"]].reset_index(names="query")
+    candidates = gallery.loc[gallery["pid"] > 0, ["pid", "camera"]].drop_duplicates()
+    pairs = persons.merge(candidates, on="pid", suffixes=("", "_gallery"))
+    valid = int(pairs.loc[pairs["camera"] != pairs["camera_gallery"], "query"].nunique())
+    if valid == 0:
+        raise DatasetError(
+            f"no query of {root} has a gallery image of the same person from another camera, "
+            "so evaluation would have nothing to measure; check the person ids and cameras of "
+            "the query and gallery splits"
+        )
+    if valid < len(query):
+        log.warning(
+            "%d of %d queries of %s have no gallery image of the same person from another "
+            "camera; evaluation will skip them",
+            len(query) - valid,
+            len(query),
+            root,
+        )
+    return valid
+
+
+def build_ics(
+    root: str | Path,
+    fmt: str,
+    out_dir: str | Path,
+    verify: str = "header",
+    layout: str = "auto",
+) -> dict:
     """Load, verify and relabel a dataset; write the ICS tables atomically into ``out_dir``."""
     start = time.perf_counter()
-    raw = load_dataset(root, fmt)
+    raw = load_dataset(root, fmt, layout)
+    if raw.layout:
+        log.info("%s layout: %s", fmt, raw.layout)
     tables = relabel(raw)
+    check_evaluable(tables.query, tables.gallery, raw.root)
     all_paths = np.concatenate(
         [tables.train["path"], tables.query["path"], tables.gallery["path"]]
     ).tolist()

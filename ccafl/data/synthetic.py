@@ -22,6 +22,7 @@ person without a bag is "none"; a logo seen from the back reads "solid").
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import json
 import math
@@ -38,6 +39,9 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from ccafl.data.datasets import DatasetError
+from ccafl.data.marker import MARKER_NAME, replaceable, write_marker
+
 # --------------------------------------------------------------------------------------------
 # Spec
 
@@ -50,17 +54,23 @@ class SyntheticSpec:
     n_cameras: int = 4
     n_train_ids: int = 96
     n_test_ids: int = 96
-    n_pretrain_ids: int = 256
+    n_pretrain_ids: int = 2000
     cameras_per_id: tuple[int, int] = (2, 4)
     frames_per_camera: tuple[int, int] = (3, 6)
     height: int = 64
     width: int = 32
-    shift_strength: float = 1.0
+    shift_strength: float = 0.6
     n_distractors: int = 40
     n_junk: int = 20
+    ids_per_look: int = 2
+    detail_strength: float = 1.0
+    caption_noise: float = 0.1
+    pretrain_frames: tuple[int, int] = (1, 2)
+    pretrain_photometry: float = 1.0
+    caption_parts: tuple[int, int] = (3, 5)
 
     def __post_init__(self) -> None:
-        for name in ("cameras_per_id", "frames_per_camera"):
+        for name in ("cameras_per_id", "frames_per_camera", "pretrain_frames", "caption_parts"):
             value = tuple(int(v) for v in getattr(self, name))
             if len(value) != 2 or value[0] > value[1]:
                 raise ValueError(f"{name} must be an inclusive (low, high) pair, got {value}")
@@ -72,8 +82,12 @@ class SyntheticSpec:
             raise ValueError(
                 f"cameras_per_id must lie in [2, n_cameras], got {self.cameras_per_id}"
             )
-        if self.frames_per_camera[0] < 1:
-            raise ValueError("frames_per_camera must be >= 1")
+        if self.frames_per_camera[0] < 1 or self.pretrain_frames[0] < 1:
+            raise ValueError("frames_per_camera and pretrain_frames must be >= 1")
+        if self.ids_per_look < 1:
+            raise ValueError("ids_per_look must be >= 1")
+        if self.detail_strength < 0 or not 0 <= self.caption_noise <= 1:
+            raise ValueError("need detail_strength >= 0 and 0 <= caption_noise <= 1")
         if self.n_train_ids < 1 or self.n_test_ids < 1 or self.n_pretrain_ids < 0:
             raise ValueError("need n_train_ids >= 1, n_test_ids >= 1, n_pretrain_ids >= 0")
         if self.n_train_ids + self.n_test_ids + self.n_pretrain_ids > 9999:
@@ -202,9 +216,20 @@ ATTRIBUTE_COLUMNS = (
 )
 
 # Label map values used while drawing a person (0 = background).
-BG, SKIN, HAIR, UPPER, LOWER, SHOES, BAG, STRAP, LOGO, OCCLUDER = range(10)
-N_LABELS = 10
+BG, SKIN, HAIR, UPPER, LOWER, SHOES, BAG, STRAP, LOGO, OCCLUDER, BELT, COLLAR, HAT = range(13)
+N_LABELS = 13
 IS_PERSON = np.array([lab not in (BG, OCCLUDER) for lab in range(N_LABELS)])
+# Colours of the details no caption names (belt, collar, cap, the second colour of a pattern).
+DETAIL_COLORS = {
+    "black": (25, 25, 28),
+    "white": (236, 236, 232),
+    "navy": (30, 40, 90),
+    "red": (178, 34, 40),
+    "yellow": (222, 190, 50),
+    "gray": (128, 128, 130),
+    "tan": (180, 140, 90),
+    "green": (40, 110, 60),
+}
 # Minimum label pixels (at the 2x drawing resolution, per 64x32 output) for an attribute to count
 # as visible in the caption.
 VISIBLE_PIXELS = {SKIN: 16, HAIR: 12, UPPER: 40, LOWER: 40, SHOES: 10, BAG: 24, LOGO: 6}
@@ -237,7 +262,15 @@ def _pick(rng: np.random.Generator, values: tuple[str, ...], weights: tuple[floa
 
 @dataclass
 class Identity:
-    """One person: categorical attributes (for captions) plus continuous look (for drawing)."""
+    """One person: categorical attributes (for captions) plus continuous look (for drawing).
+
+    The categorical attributes are what a caption can say ("a red striped shirt"); everything
+    else here is a personal detail no caption names: the exact shade of each named colour,
+    the pattern's second colour, period and duty, sleeve and trouser length, belt, collar,
+    cap, body proportions, bag size and side. Several identities share one look (all
+    captioned attributes), so only these details tell them apart, as with real people in
+    similar clothes.
+    """
 
     pid: int
     attrs: dict[str, str]
@@ -248,17 +281,30 @@ class Identity:
     head_scale: float
     stripe_period: float  # fraction of the person's height
     bag_side: int  # +1 / -1: which hand or hip carries the bag
+    stripe_duty: float = 0.5  # share of a stripe period in the shirt colour
+    long_sleeves: bool = False
+    shorts: bool = False
+    belt: bool = False
+    collar: bool = False
+    cap: bool = False
+    waist: float = 0.535  # bottom of the torso, in person heights from the top of the head
+    shoulder: float = 1.0  # shoulder width factor
+    leg_width: float = 1.0
+    bag_scale: float = 1.0
 
 
 def _sample_attrs(rng: np.random.Generator) -> dict[str, str]:
     return {name: _pick(rng, *choices) for name, choices in ATTRIBUTE_CHOICES.items()}
 
 
-def _mutate_attrs(rng: np.random.Generator, base: dict[str, str]) -> dict[str, str]:
-    """Change 1-3 attributes of an archetype, each to a different value: a near-duplicate."""
+def _mutate_attrs(
+    rng: np.random.Generator, base: dict[str, str], n_changes: int | None = None
+) -> dict[str, str]:
+    """Change attributes of a look, each to a different value (1-3 of them by default)."""
     attrs = dict(base)
     names = list(ATTRIBUTE_CHOICES)
-    for idx in rng.choice(len(names), size=int(rng.integers(1, 4)), replace=False):
+    n = int(rng.integers(1, 4)) if n_changes is None else n_changes
+    for idx in rng.choice(len(names), size=n, replace=False):
         values, weights = ATTRIBUTE_CHOICES[names[idx]]
         keep = [i for i, v in enumerate(values) if v != attrs[names[idx]]]
         attrs[names[idx]] = _pick(
@@ -271,43 +317,88 @@ def _jittered(rng: np.random.Generator, rgb: tuple[int, int, int], std: float) -
     return np.clip(np.asarray(rgb, np.float32) + rng.normal(0, std, 3), 0, 255).astype(np.float32)
 
 
-def _make_identity(rng: np.random.Generator, pid: int, attrs: dict[str, str]) -> Identity:
+def _shade(rng: np.random.Generator, rgb: tuple[int, int, int], detail: float) -> np.ndarray:
+    """A personal shade of a named colour: hue, saturation and value moved within the name."""
+    h, sat, v = colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))
+    h = (h + detail * rng.uniform(-0.03, 0.03)) % 1.0
+    sat = min(1.0, max(0.0, sat * (1 + detail * rng.uniform(-0.35, 0.35))))
+    v = min(1.0, max(0.0, v * (1 + detail * rng.uniform(-0.25, 0.25))))
+    shaded = np.asarray(colorsys.hsv_to_rgb(h, sat, v), np.float32) * 255
+    return np.clip(shaded + rng.normal(0, 4, 3), 0, 255).astype(np.float32)
+
+
+def _detail_color(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
+    """A detail colour that stands out from ``avoid`` (the garment it sits on)."""
+    names = list(DETAIL_COLORS)
+    for _ in range(8):
+        rgb = np.asarray(DETAIL_COLORS[names[int(rng.integers(len(names)))]], np.float32)
+        if np.abs(rgb - avoid).sum() > 120:
+            break
+    return _jittered(rng, tuple(int(c) for c in rgb), 6)
+
+
+def _make_identity(
+    rng: np.random.Generator, pid: int, attrs: dict[str, str], detail: float = 1.0
+) -> Identity:
     colors = np.zeros((N_LABELS, 3), np.float32)
-    upper = _jittered(rng, UPPER_COLORS[attrs["upper_color"]], 8)
-    bag = _jittered(rng, BAG_COLORS[attrs["bag_color"]], 6)
+    upper = _shade(rng, UPPER_COLORS[attrs["upper_color"]], detail)
+    bag = _shade(rng, BAG_COLORS[attrs["bag_color"]], detail)
     colors[SKIN] = _jittered(rng, SKIN_TONES[attrs["skin"]], 6)
-    colors[HAIR] = _jittered(rng, HAIR_COLORS[attrs["hair"]], 6)
+    colors[HAIR] = _shade(rng, HAIR_COLORS[attrs["hair"]], 0.5 * detail)
     colors[UPPER] = upper
-    colors[LOWER] = _jittered(rng, LOWER_COLORS[attrs["lower_color"]], 7)
-    colors[SHOES] = _jittered(rng, SHOE_COLORS[attrs["shoes"]], 5)
+    colors[LOWER] = _shade(rng, LOWER_COLORS[attrs["lower_color"]], detail)
+    colors[SHOES] = _shade(rng, SHOE_COLORS[attrs["shoes"]], 0.5 * detail)
     colors[BAG] = bag
     colors[STRAP] = bag * 0.8
     dark_shirt = upper.mean() < 120
     colors[LOGO] = np.array((240, 236, 90) if dark_shirt else (25, 25, 60), np.float32)
-    second = (235, 235, 230) if dark_shirt else (30, 30, 45)
+    colors[BELT] = _detail_color(rng, colors[LOWER])
+    colors[COLLAR] = _detail_color(rng, upper)
+    colors[HAT] = _detail_color(rng, colors[HAIR])
+    has = rng.random(5) < detail * np.array([0.45, 0.2, 0.4, 0.3, 0.2])
     return Identity(
         pid=pid,
         attrs=attrs,
         colors=colors,
-        pattern_color=_jittered(rng, second, 10),
+        pattern_color=_detail_color(rng, upper)
+        if detail > 0
+        else _jittered(rng, (235, 235, 230) if dark_shirt else (30, 30, 45), 10),
         width=BUILD_WIDTH[attrs["body"]] * float(rng.uniform(0.95, 1.05)),
         height_factor=HEIGHT_FACTOR[attrs["height"]] * float(rng.uniform(0.98, 1.02)),
         head_scale=float(rng.uniform(0.92, 1.08)),
-        stripe_period=float(rng.uniform(0.04, 0.06)),
+        stripe_period=float(rng.uniform(0.04, 0.06) + detail * rng.uniform(-0.01, 0.02)),
         bag_side=int(rng.choice((-1, 1))),
+        stripe_duty=float(0.5 + detail * rng.uniform(-0.18, 0.15)),
+        long_sleeves=bool(has[0]),
+        shorts=bool(has[1]),
+        belt=bool(has[2]),
+        collar=bool(has[3]),
+        cap=bool(has[4]),
+        waist=float(0.535 + detail * rng.uniform(-0.035, 0.035)),
+        shoulder=float(1 + detail * rng.uniform(-0.12, 0.12)),
+        leg_width=float(1 + detail * rng.uniform(-0.15, 0.15)),
+        bag_scale=float(1 + detail * rng.uniform(-0.2, 0.2)),
     )
 
 
-def sample_identities(seed: int, split: str, pids: list[int]) -> list[Identity]:
-    """Identities of one split; about three per archetype, so near-duplicates are common."""
+def sample_identities(
+    seed: int, split: str, pids: list[int], ids_per_look: int = 1, detail: float = 1.0
+) -> list[Identity]:
+    """Identities of one split; ``ids_per_look`` of them share a look (captioned attributes).
+
+    Within a look, 7 in 10 identities keep every captioned attribute and the others change
+    one; all differ in their personal details (`Identity`).
+    """
     rng = _rng(seed, "identities", split)
-    n_archetypes = max(1, math.ceil(len(pids) / 3))
-    archetypes = [_sample_attrs(rng) for _ in range(n_archetypes)]
-    group = rng.permutation(np.arange(len(pids)) % n_archetypes)
-    return [
-        _make_identity(rng, pid, _mutate_attrs(rng, archetypes[g]))
-        for pid, g in zip(pids, group, strict=True)
-    ]
+    n_looks = max(1, math.ceil(len(pids) / ids_per_look))
+    looks = [_sample_attrs(rng) for _ in range(n_looks)]
+    group = rng.permutation(np.arange(len(pids)) % n_looks)
+    identities = []
+    for pid, g in zip(pids, group, strict=True):
+        same = ids_per_look > 1 and rng.random() < 0.7
+        attrs = dict(looks[g]) if same else _mutate_attrs(rng, looks[g], 1)
+        identities.append(_make_identity(rng, pid, attrs, detail))
+    return identities
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,6 +537,52 @@ def sample_cameras(spec: SyntheticSpec) -> list[CameraModel]:
     return cameras
 
 
+WEB_CAMERA = -1  # camera index of pretraining photos (file names say c0)
+
+
+def sample_web_camera(rng: np.random.Generator, spec: SyntheticSpec) -> CameraModel:
+    """A one-off camera for one web photo of the pretraining split.
+
+    Why: web-scale CLIP never saw the surveillance cameras a ReID benchmark comes from, but it
+    saw every kind of lighting. So each pretraining photo gets its own random photometry,
+    drawn from the same ranges as the benchmark cameras' scaled by
+    ``spec.pretrain_photometry`` (colour cast, gain, gamma, saturation, blur, noise, JPEG
+    quality), and backgrounds and framing of its own, unlike any benchmark camera.
+    """
+    s = spec.pretrain_photometry
+    margin = _margin(spec)
+    shape = (2 * spec.height + 2 * margin, 2 * spec.width + 2 * margin)
+    wall = _hsv_to_rgb(
+        float(rng.uniform()), float(rng.uniform(0.05, 0.45)), float(rng.uniform(0.55, 0.95))
+    )
+    floor = _hsv_to_rgb(
+        float(rng.uniform()), float(rng.uniform(0.05, 0.4)), float(rng.uniform(0.35, 0.8))
+    )
+    background = _render_background(rng, shape, wall, floor, int(rng.integers(4)))
+    warm, tint = rng.uniform(-1.15, 1.15), rng.uniform(-1, 1)
+    gains = 1 + s * np.array([0.22 * warm, 0.08 * tint, -0.22 * warm])
+    return CameraModel(
+        index=WEB_CAMERA,
+        gains=np.maximum(gains, 0.2).astype(np.float32),
+        global_gain=math.exp(s * rng.uniform(-0.3, 0.3)),
+        gamma=math.exp(s * rng.uniform(-0.3, 0.3)),
+        saturation=max(0.0, 1 + s * float(rng.uniform(-0.45, 0.2))),
+        background=background,
+        view_probs=np.full(3, 1 / 3),
+        scale=float(rng.uniform(0.78, 1.02)),
+        offset_x=float(rng.uniform(-0.08, 0.08)),
+        offset_y=float(rng.uniform(-0.05, 0.05)),
+        blur=0.2 + s * float(rng.uniform(0.0, 0.7)),
+        noise=1.5 + s * float(rng.uniform(0.0, 6.0)),
+        jpeg_quality=int(np.clip(round(92 - s * rng.uniform(0, 45)), 15, 95)),
+        occlusion_prob=0.03,
+        occluder_kind=str(rng.choice(("bottom", "side"))),
+        occluder_kind_prob=0.5,
+        occluder_color=rng.uniform(40, 220, 3).astype(np.float32),
+        light_shift=float(rng.uniform(-0.3, 0.3)),
+    )
+
+
 def _margin(spec: SyntheticSpec) -> int:
     return max(2, spec.height // 8)
 
@@ -523,14 +660,30 @@ class _Body:
         return v * self.hp
 
 
-def _draw_legs(draw, body: _Body, pose: Pose, side: bool) -> None:
+def _draw_legs(draw, body: _Body, pose: Pose, side: bool, identity: Identity) -> None:
     hip_half = (0.075 if side else 0.105) * body.width
-    leg_w = body.span(0.085 * body.width**0.6)
-    _box(draw, body.x(-hip_half), body.y(0.52), body.x(hip_half), body.y(0.6), LOWER)
+    leg_w = body.span(0.085 * body.width**0.6 * identity.leg_width)
+    waist = identity.waist
+    hip_y = waist + 0.025
+    _box(
+        draw,
+        body.x(-hip_half),
+        body.y(waist - 0.015),
+        body.x(hip_half),
+        body.y(waist + 0.065),
+        LOWER,
+    )
+
+    def leg(hip_x: float, ankle_x: float) -> None:
+        _limb(draw, (hip_x, body.y(hip_y)), (ankle_x, body.y(0.93)), leg_w, leg_w * 0.75, LOWER)
+        if identity.shorts:  # bare lower legs below the knee
+            knee = (hip_x + (ankle_x - hip_x) * 0.5, body.y(hip_y + (0.93 - hip_y) * 0.5))
+            _limb(draw, knee, (ankle_x, body.y(0.93)), leg_w * 0.8, leg_w * 0.7, SKIN)
+
     if side:
         ankles = [(body.x(pose.stride), body.x(0.0)), (body.x(-pose.stride), body.x(0.0))]
         for ankle_x, hip_x in ankles:
-            _limb(draw, (hip_x, body.y(0.56)), (ankle_x, body.y(0.93)), leg_w, leg_w * 0.75, LOWER)
+            leg(hip_x, ankle_x)
             front = ankle_x + body.facing * body.span(0.06)
             _box(
                 draw,
@@ -544,17 +697,23 @@ def _draw_legs(draw, body: _Body, pose: Pose, side: bool) -> None:
     for sign in (-1, 1):
         hip_x = body.x(sign * hip_half * 0.5)
         ankle_x = body.x(sign * (hip_half * 0.5 + 0.01 + pose.stride * 0.15))
-        _limb(draw, (hip_x, body.y(0.56)), (ankle_x, body.y(0.93)), leg_w, leg_w * 0.75, LOWER)
+        leg(hip_x, ankle_x)
         _ellipse(
             draw, ankle_x, body.y(0.955), body.span(0.04 * body.width**0.3), body.span(0.032), SHOES
         )
 
 
-def _arm(draw, body: _Body, shoulder: tuple[float, float], hand: tuple[float, float]) -> None:
+def _arm(
+    draw,
+    body: _Body,
+    shoulder: tuple[float, float],
+    hand: tuple[float, float],
+    long_sleeve: bool = False,
+) -> None:
     width = body.span(0.05 * body.width**0.7)
     elbow = ((shoulder[0] + hand[0]) / 2, (shoulder[1] + hand[1]) / 2)
-    _limb(draw, shoulder, elbow, width * 1.1, width, UPPER)  # short sleeve
-    _limb(draw, elbow, hand, width, width * 0.85, SKIN)
+    _limb(draw, shoulder, elbow, width * 1.1, width, UPPER)
+    _limb(draw, elbow, hand, width, width * 0.85, UPPER if long_sleeve else SKIN)
     _ellipse(draw, hand[0], hand[1], width * 0.55, width * 0.6, SKIN)
 
 
@@ -587,8 +746,11 @@ def draw_person(
     side = pose.view == "side"
     front = pose.view == "front"
     back = pose.view == "back"
-    shoulder_half = (0.085 if side else 0.135) * body.width
+    shoulder_half = (0.085 if side else 0.135) * body.width * identity.shoulder
     waist_half = (0.08 if side else 0.112) * body.width
+    waist = identity.waist
+    sleeves = identity.long_sleeves
+    bag_scale = identity.bag_scale
     long_hair = a["hair_length"] == "long"
     bag = a["bag"]
     hands = _hands(body, pose, side, shoulder_half)
@@ -611,15 +773,24 @@ def draw_person(
             BAG,
         )
     if side:  # far arm, mostly hidden by the torso
-        _arm(draw, body, (body.x(0.0), body.y(0.18)), hands[1])
-    _draw_legs(draw, body, pose, side)
+        _arm(draw, body, (body.x(0.0), body.y(0.18)), hands[1], sleeves)
+    _draw_legs(draw, body, pose, side, identity)
     torso = [
         (body.x(-shoulder_half), body.y(0.165)),
         (body.x(shoulder_half), body.y(0.165)),
-        (body.x(waist_half), body.y(0.535)),
-        (body.x(-waist_half), body.y(0.535)),
+        (body.x(waist_half), body.y(waist)),
+        (body.x(-waist_half), body.y(waist)),
     ]
     draw.polygon(torso, fill=UPPER)
+    if identity.belt:
+        _box(
+            draw,
+            body.x(-waist_half * 1.02),
+            body.y(waist - 0.014),
+            body.x(waist_half * 1.02),
+            body.y(waist + 0.01),
+            BELT,
+        )
     if bag == "backpack" and side:
         _box(
             draw,
@@ -631,8 +802,11 @@ def draw_person(
         )
     if not side:
         for sign, hand in zip((-1, 1), hands, strict=True):
-            _arm(draw, body, (body.x(sign * (shoulder_half - 0.025)), body.y(0.18)), hand)
+            _arm(draw, body, (body.x(sign * (shoulder_half - 0.025)), body.y(0.18)), hand, sleeves)
     _box(draw, body.x(-0.025), body.y(0.12), body.x(0.025), body.y(0.17), SKIN)  # neck
+    if identity.collar:
+        half = 0.06 if not side else 0.045
+        _box(draw, body.x(-half), body.y(0.158), body.x(half), body.y(0.19), COLLAR)
     if back:
         _ellipse(draw, head_x, head_y, head_rx * 1.05, head_ry * 1.02, HAIR)
         if long_hair:
@@ -654,10 +828,31 @@ def draw_person(
                 360,
                 fill=HAIR,
             )
+    if identity.cap:  # a cap over the top of the head (drawn over the hair)
+        draw.chord(
+            (
+                head_x - head_rx * 1.12,
+                head_y - head_ry * 1.18,
+                head_x + head_rx * 1.12,
+                head_y + head_ry * 0.2,
+            ),
+            180,
+            360,
+            fill=HAT,
+        )
+        if side:  # the peak
+            _box(
+                draw,
+                head_x,
+                head_y - head_ry * 0.5,
+                head_x + body.facing * head_rx * 1.6,
+                head_y - head_ry * 0.3,
+                HAT,
+            )
     if front and a["upper_pattern"] == "logo":
         _box(draw, body.x(-0.035), body.y(0.23), body.x(0.035), body.y(0.29), LOGO)
     if side:
-        _arm(draw, body, (body.x(0.0), body.y(0.18)), hands[0])
+        _arm(draw, body, (body.x(0.0), body.y(0.18)), hands[0], sleeves)
     if bag == "backpack" and front:
         for sign in (-1, 1):
             p0 = (body.x(sign * 0.065 * body.width), body.y(0.165))
@@ -666,10 +861,10 @@ def draw_person(
     elif bag == "backpack" and back:
         _box(
             draw,
-            body.x(-0.085 * body.width),
+            body.x(-0.085 * body.width * bag_scale),
             body.y(0.18),
-            body.x(0.085 * body.width),
-            body.y(0.43),
+            body.x(0.085 * body.width * bag_scale),
+            body.y(0.18 + 0.25 * bag_scale),
             BAG,
         )
     elif bag == "shoulder bag":
@@ -678,18 +873,17 @@ def draw_person(
         if not side:
             shoulder = (body.x(-carry * shoulder_half * 0.7), body.y(0.17))
             _limb(draw, shoulder, (hip_x, body.y(0.46)), body.span(0.02), body.span(0.02), STRAP)
-        _box(
-            draw, hip_x - body.span(0.05), body.y(0.44), hip_x + body.span(0.05), body.y(0.55), BAG
-        )
+        half, top = body.span(0.05 * bag_scale), 0.55 - 0.11 * bag_scale
+        _box(draw, hip_x - half, body.y(top), hip_x + half, body.y(0.55), BAG)
     elif bag == "handbag":
         carry = identity.bag_side * (-1 if back else 1)
         hand = hands[0] if side else hands[0 if carry < 0 else 1]
         _box(
             draw,
-            hand[0] - body.span(0.045),
+            hand[0] - body.span(0.045 * bag_scale),
             hand[1] + body.span(0.01),
-            hand[0] + body.span(0.045),
-            hand[1] + body.span(0.1),
+            hand[0] + body.span(0.045 * bag_scale),
+            hand[1] + body.span(0.01 + 0.09 * bag_scale),
             BAG,
         )
     if occluder is not None:
@@ -789,9 +983,10 @@ class Renderer:
         pattern = identity.attrs["upper_pattern"]
         if pattern in ("striped", "checked"):
             period = identity.stripe_period * body.hp
-            on = (((self.rows - body.top) / period % 1.0) < 0.5)[:, None]
+            duty = identity.stripe_duty
+            on = (((self.rows - body.top) / period % 1.0) < duty)[:, None]
             if pattern == "checked":
-                on = on ^ (((self.columns - body.cx) / period % 1.0) < 0.5)[None, :]
+                on = on ^ (((self.columns - body.cx) / period % 1.0) < duty)[None, :]
             img[(labels == UPPER) & on] = identity.pattern_color
         # cylinder-like shading across the body, highlight shifted by the camera's light
         half = max(body.span(0.135 * body.width), 1.0)
@@ -860,8 +1055,56 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+# Caption parts and the attributes each names (the first is the one noise may falsify).
+CAPTION_PARTS = {
+    "build": ("height", "body"),
+    "skin": ("skin",),
+    "hair": ("hair", "hair_length"),
+    "upper": ("upper_color", "upper_pattern"),
+    "lower": ("lower_color",),
+    "shoes": ("shoes",),
+    "bag": ("bag_color", "bag"),
+}
+
+
+def web_caption(
+    visible: dict[str, str | None],
+    rng: np.random.Generator,
+    noise: float,
+    parts: tuple[int, int] = (3, 5),
+) -> str:
+    """Alt-text-like caption: ``parts`` (low, high) of the visible parts, each wrong with
+    probability ``noise``.
+
+    Why: web captions name a few salient things and are sometimes wrong; a caption that names
+    every attribute of a person would make caption pretraining a ReID model already.
+    """
+    present = [
+        part
+        for part, attrs in CAPTION_PARTS.items()
+        if visible[attrs[0]] is not None and (part != "bag" or visible["bag"] not in (None, "none"))
+    ]
+    low, high = parts
+    n_named = min(len(present), int(rng.integers(low, high + 1)))
+    chosen = set(rng.choice(present, size=n_named, replace=False).tolist()) if present else set()
+    said: dict[str, str | None] = dict.fromkeys(visible)
+    # In a fixed order (not the set's, which depends on string hashing), so every run draws
+    # the same noise: the same spec must render byte-identical files.
+    for part in [part for part in CAPTION_PARTS if part in chosen]:
+        for attr in CAPTION_PARTS[part]:
+            said[attr] = visible[attr]
+        if rng.random() < noise:
+            attr = CAPTION_PARTS[part][0]
+            values, weights = ATTRIBUTE_CHOICES[attr]
+            wrong = [i for i, value in enumerate(values) if value != said[attr]]
+            said[attr] = _pick(
+                rng, tuple(values[i] for i in wrong), tuple(weights[i] for i in wrong)
+            )
+    return caption_for(said)
+
+
 def caption_for(visible: dict[str, str | None]) -> str:
-    """One English sentence naming only the visible attributes."""
+    """One English sentence naming every attribute given (None: not named)."""
     words = [
         {"short": "short", "tall": "tall"}.get(visible["height"] or "", ""),
         {"slim": "slim", "heavy": "heavy"}.get(visible["body"] or "", ""),
@@ -930,16 +1173,17 @@ def _appearances(spec: SyntheticSpec, cameras: list[CameraModel], identity: Iden
 
 def plan_dataset(spec: SyntheticSpec, cameras: list[CameraModel]) -> list[ImageJob]:
     """Every image to render. Query: one frame per (test identity, camera) with >= 2 frames there,
-    so the camera keeps a gallery frame and every query has a cross-camera gallery match."""
+    so the camera keeps a gallery frame and every query has a cross-camera gallery match.
+    Pretraining: 1-2 web photos per person (`sample_web_camera`), none by a benchmark camera."""
     n_tr, n_te = spec.n_train_ids, spec.n_test_ids
     splits = {
         "train": list(range(1, n_tr + 1)),
         "test": list(range(n_tr + 1, n_tr + n_te + 1)),
-        "pretrain": list(range(n_tr + n_te + 1, n_tr + n_te + spec.n_pretrain_ids + 1)),
     }
     jobs: list[ImageJob] = []
     for split, pids in splits.items():
-        for identity in sample_identities(spec.seed, split, pids):
+        people = sample_identities(spec.seed, split, pids, spec.ids_per_look, spec.detail_strength)
+        for identity in people:
             for cam, frames, view, facing in _appearances(spec, cameras, identity):
                 query_frame = None
                 if split == "test" and len(frames) >= 2:
@@ -953,6 +1197,16 @@ def plan_dataset(spec: SyntheticSpec, cameras: list[CameraModel]) -> list[ImageJ
                     name = _market_name(identity.pid, cam, frame)
                     key = ("frame", identity.pid, cam, frame)
                     jobs.append(ImageJob(out_split, name, identity, cam, key, view, facing))
+    first = n_tr + n_te + 1
+    pretrain = list(range(first, first + spec.n_pretrain_ids))
+    for identity in sample_identities(spec.seed, "pretrain", pretrain, 1, spec.detail_strength):
+        rng = _rng(spec.seed, "web", identity.pid)
+        low, high = spec.pretrain_frames
+        for shot in range(int(rng.integers(low, high + 1))):
+            view, facing = VIEWS[int(rng.integers(3))], int(rng.choice((-1, 1)))
+            name = _market_name(identity.pid, WEB_CAMERA, shot + 1)
+            key = ("web", identity.pid, shot)
+            jobs.append(ImageJob("pretrain", name, identity, WEB_CAMERA, key, view, facing))
     jobs += _clutter_jobs(spec, "distractor", spec.n_distractors, pid=0)
     jobs += _clutter_jobs(spec, "junk", spec.n_junk, pid=-1)
     return jobs
@@ -962,7 +1216,7 @@ def _clutter_jobs(spec: SyntheticSpec, kind: str, count: int, pid: int) -> list[
     """Gallery distractors (partial people, pid 0) and junk (blurred fragments, pid -1)."""
     if count == 0:
         return []
-    people = sample_identities(spec.seed, kind, list(range(count)))
+    people = sample_identities(spec.seed, kind, list(range(count)), 1, spec.detail_strength)
     rng = _rng(spec.seed, kind, "plan")
     jobs, used = [], set()
     for i, person in enumerate(people):
@@ -980,8 +1234,9 @@ def _clutter_jobs(spec: SyntheticSpec, kind: str, count: int, pid: int) -> list[
     return jobs
 
 
-def _frame_for(job: ImageJob, renderer: Renderer, rng: np.random.Generator) -> Frame:
-    camera = renderer.cameras[job.camera]
+def _frame_for(
+    job: ImageJob, camera: CameraModel, renderer: Renderer, rng: np.random.Generator
+) -> Frame:
     view = job.view if rng.random() < 0.8 else VIEWS[int(rng.choice(3, p=camera.view_probs))]
     frame = sample_frame(rng, camera, view, job.facing, renderer.margin)
     if job.kind == "distractor":  # a bad detection: zoomed into part of a person, off-centre
@@ -995,14 +1250,20 @@ def _frame_for(job: ImageJob, renderer: Renderer, rng: np.random.Generator) -> F
     return frame
 
 
-def _render_job(job: ImageJob, renderer: Renderer, seed: int) -> tuple[np.ndarray, dict, str]:
+def _render_job(job: ImageJob, renderer: Renderer, seed: int) -> tuple[np.ndarray, dict, str, int]:
+    """(image, visible attributes, caption, JPEG quality of the camera that took it)."""
     rng = _rng(seed, *job.frame_key)
-    frame = _frame_for(job, renderer, rng)
-    camera = renderer.cameras[job.camera]
+    if job.camera == WEB_CAMERA:
+        camera = sample_web_camera(_rng(seed, "web-camera", *job.frame_key), renderer.spec)
+    else:
+        camera = renderer.cameras[job.camera]
+    frame = _frame_for(job, camera, renderer, rng)
     image, counts = renderer.render(job.identity, camera, frame, rng)
     visible = visible_attributes(job.identity, frame.pose, counts)
     if job.kind == "person":
-        caption = caption_for(visible)
+        caption_rng = _rng(seed, "caption", *job.frame_key)
+        spec = renderer.spec
+        caption = web_caption(visible, caption_rng, spec.caption_noise, spec.caption_parts)
     elif job.kind == "distractor":
         shirt = visible["upper_color"]
         caption = "a cropped photo of part of a person" + (
@@ -1011,7 +1272,7 @@ def _render_job(job: ImageJob, renderer: Renderer, seed: int) -> tuple[np.ndarra
     else:
         caption = "a blurry photo with no clearly visible person."
         visible = dict.fromkeys(ATTRIBUTE_COLUMNS)
-    return image, visible, caption
+    return image, visible, caption, camera.jpeg_quality
 
 
 # --------------------------------------------------------------------------------------------
@@ -1055,10 +1316,18 @@ def synthesize(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> 
     """Render the benchmark under root; return a summary dict (counts per split, seconds).
 
     Rendering happens in ``<root>.tmp-<pid>`` which is renamed to root at the end, so an
-    interrupted run never leaves a complete-looking half dataset; an existing root is replaced.
+    interrupted run never leaves a complete-looking half dataset. An existing root is replaced
+    only if this function created it (`ccafl.data.marker`): a folder of a user's is never
+    touched, whatever the config says.
     """
     start = time.perf_counter()
     root = Path(root).absolute()
+    if not replaceable(root):
+        raise DatasetError(
+            f"refusing to write the synthetic benchmark into {root}: that folder exists and was "
+            f"not created by ccafl synthesize (no {MARKER_NAME} file in it); point dataset.root "
+            "at a new folder under resources/, or set dataset.format to the dataset's real format"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp_dirs(root)
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
@@ -1068,6 +1337,7 @@ def synthesize(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> 
         captions = pd.DataFrame(rows).sort_values("path", kind="stable").reset_index(drop=True)
         captions.to_parquet(tmp / "captions.parquet", index=False)
         (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_marker(tmp)
         _replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1096,9 +1366,8 @@ def _render_all(out: Path, spec: SyntheticSpec, progress: bool) -> list[dict]:
         (out / folder).mkdir()
     rows = []
     for job in tqdm(jobs, desc="synthesize", unit="img", disable=not progress):
-        image, visible, caption = _render_job(job, renderer, spec.seed)
+        image, visible, caption, quality = _render_job(job, renderer, spec.seed)
         rel = f"{SPLIT_FOLDERS[job.split]}/{job.name}"
-        quality = cameras[job.camera].jpeg_quality
         Image.fromarray(image).save(out / rel, format="JPEG", quality=quality)
         pid = 0 if job.kind == "distractor" else (-1 if job.kind == "junk" else job.identity.pid)
         rows.append(

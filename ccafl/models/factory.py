@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 from pathlib import Path
 from typing import Any
@@ -10,19 +11,34 @@ import open_clip
 import torch
 from torch import nn
 
-from ccafl.models.backbone import ReIDEncoder, create_clip, register_model_configs
+from ccafl.config import ConfigError
+from ccafl.logs import quiet_open_clip
+from ccafl.models.backbone import (
+    ReIDEncoder,
+    create_clip,
+    register_model_configs,
+    uses_quick_gelu,
+)
+
+log = logging.getLogger(__name__)
 
 
 def resolve_pretrained(config: dict, clip_path: str | Path | None) -> str | None:
-    """``clip.pretrained: captions`` means the checkpoint the clip_pretrain rule wrote."""
+    """The weights to start from: the pipeline's own copy when given, else ``clip.pretrained``.
+
+    ``clip_path`` is the checkpoint a pipeline rule wrote: ``clip_pretrain`` for
+    ``clip.pretrained: captions``, ``clip_import`` for a tag or a local file (the one place
+    that reads the user's weights). Without it a tag or file is read directly (running a stage
+    by hand); ``captions`` has no direct source.
+    """
     source = config["clip"]["pretrained"]
-    if source == "captions":
-        if clip_path is None:
-            raise ValueError(
-                "clip.pretrained is 'captions' but no caption-pretrained checkpoint was given "
-                "(the clip_pretrain rule writes results/<name>/clip/pretrained.pt)"
-            )
+    if clip_path is not None and source is not None:
         return str(clip_path)
+    if source == "captions":
+        raise ConfigError(
+            "clip.pretrained is 'captions' but no caption-pretrained checkpoint was given: "
+            "pass --clip results/<name>/clip/pretrained.pt (written by the clip_pretrain rule)"
+        )
     return source
 
 
@@ -30,24 +46,116 @@ def input_size(config: dict) -> tuple[int, int]:
     return config["input"]["height"], config["input"]["width"]
 
 
-def build_clip(config: dict, clip_path: str | Path | None = None, *, weights: bool = True):
+def build_clip(
+    config: dict,
+    clip_path: str | Path | None = None,
+    *,
+    weights: bool = True,
+    quick_gelu: bool | None = None,
+):
     """The CLIP model of ``config['clip']`` adapted to the ReID input size.
 
-    ``weights=False`` builds the architecture only, for loading a checkpoint on top.
+    ``weights=False`` builds the architecture only, for loading a checkpoint on top; pass the
+    ``quick_gelu`` that checkpoint recorded (`checkpoint_quick_gelu`) so the rebuilt
+    activation is the trained one without reading the original weights again. Logs the
+    weights it really loaded (open_clip's own messages would say "initialized randomly").
     """
     clip = config["clip"]
-    return create_clip(
-        clip["model"],
-        resolve_pretrained(config, clip_path) if weights else None,
-        input_size(config),
-        last_stride=1 if clip["last_stride_one"] else 2,
-    )
+    activation = clip.get("quick_gelu", "auto") if quick_gelu is None else quick_gelu
+    source = resolve_pretrained(config, clip_path) if weights else None
+    with quiet_open_clip():
+        model = create_clip(
+            clip["model"],
+            source,
+            input_size(config),
+            last_stride=1 if clip["last_stride_one"] else 2,
+            quick_gelu=activation,
+        )
+    log.info("CLIP %s: %s", clip["model"], describe_weights(config, source, weights))
+    return model
+
+
+def describe_weights(config: dict, source: str | None, weights: bool = True) -> str:
+    """Where a model's weights came from, in words, for the logs."""
+    if not weights:
+        return "architecture only (its weights are loaded from a checkpoint next)"
+    if source is None:
+        return "random initialisation (clip.pretrained: null)"
+    if config["clip"]["pretrained"] == "captions":
+        return f"caption-pretrained weights from {source}"
+    if open_clip.is_pretrained_cfg(config["clip"]["model"], source):
+        from ccafl.models.weights import cached_hub_weights
+
+        path = cached_hub_weights(config["clip"]["model"], source)
+        return f"open_clip weights {config['clip']['model']}/{source} from {path}"
+    return f"weights from local file {source}"
+
+
+def retrieval_feature(config: dict) -> str:
+    """``train.feature``: which output of the image tower is the ReID feature f."""
+    return config["train"].get("feature", "pooled")  # model files written before the key
 
 
 def build_reid_model(
-    config: dict, clip_path: str | Path | None = None, *, weights: bool = True
+    config: dict,
+    clip_path: str | Path | None = None,
+    *,
+    weights: bool = True,
+    quick_gelu: bool | None = None,
 ) -> ReIDEncoder:
-    return ReIDEncoder(build_clip(config, clip_path, weights=weights).visual)
+    return ReIDEncoder(
+        build_clip(config, clip_path, weights=weights, quick_gelu=quick_gelu).visual,
+        retrieval_feature(config),
+    )
+
+
+def checkpoint_quick_gelu(payload: dict) -> bool | None:
+    """The activation a checkpoint of ours recorded (None: not recorded, or no GELU at all)."""
+    flag = payload.get("quick_gelu")
+    return flag if isinstance(flag, bool) else None
+
+
+def import_clip(config: dict, out: str | Path) -> dict[str, Any]:
+    """Read the weights named by ``clip.pretrained`` (a tag or a local file) once; write our copy.
+
+    Why: the source is read here and nowhere else. Stages 1 and 2 start from the copy, later
+    jobs load only their own checkpoints, so a training node needs neither the hub nor the
+    user's file. The copy is the model at its native geometry (re-gridding stays the stages'
+    job, so the result equals reading the source directly) and records the activation the
+    weights were built with (`resolve_quick_gelu`), so it never has to be guessed again.
+    """
+    import time
+
+    from ccafl.io import save_torch
+
+    clip = config["clip"]
+    source = clip["pretrained"]
+    if source in (None, "captions"):
+        raise ValueError(
+            f"clip.pretrained is {source!r}: nothing to import (clip_import reads an open_clip "
+            "tag or a local checkpoint file)"
+        )
+    start = time.perf_counter()
+    model = create_clip(clip["model"], source, quick_gelu=clip.get("quick_gelu", "auto"))
+    quick_gelu = uses_quick_gelu(model)
+    state = model.state_dict()
+    save_torch(
+        {
+            "model": state,
+            "quick_gelu": quick_gelu,
+            "clip_model": clip["model"],
+            "source": source,
+            "versions": versions(),
+        },
+        out,
+    )
+    return {
+        "model": clip["model"],
+        "source": source,
+        "quick_gelu": quick_gelu,
+        "parameters": int(sum(t.numel() for t in state.values())),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -67,6 +175,7 @@ def final_model_payload(model: nn.Module, config: dict, **extra: Any) -> dict[st
         "model": model.state_dict(),
         "config": config,
         "clip_model_config": open_clip.get_model_config(config["clip"]["model"]),
+        "quick_gelu": uses_quick_gelu(model),
         "versions": versions(),
         **extra,
     }
@@ -94,6 +203,6 @@ def load_reid_model(path: str | Path, device: str | torch.device = "cpu") -> ReI
     name = config["clip"]["model"]
     if name not in register_model_configs() and payload.get("clip_model_config"):
         _register_config(name, payload["clip_model_config"])  # the model file is portable
-    model = build_reid_model(config, weights=False)
+    model = build_reid_model(config, weights=False, quick_gelu=checkpoint_quick_gelu(payload))
     model.load_state_dict(payload["model"])
     return model.to(device).eval()

@@ -70,7 +70,7 @@ def pretrain_clip(config: dict, dataset_root: str | Path, out_dir: str | Path) -
     cfg = config["clip_pretrain"]
     if config["clip"]["pretrained"] != "captions":
         raise ValueError("clip_pretrain runs only when clip.pretrained is 'captions'")
-    seed_everything(config["train"]["seed"])
+    seed_everything(cfg["seed"])
     root = Path(dataset_root)
     captions_path = root / "captions.parquet"
     if not captions_path.is_file():
@@ -96,7 +96,7 @@ def pretrain_clip(config: dict, dataset_root: str | Path, out_dir: str | Path) -
         optimizer,
         lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * s / total)),
     )
-    generator = torch.Generator().manual_seed(config["train"]["seed"])
+    generator = torch.Generator().manual_seed(cfg["seed"])
     loss_log = LossLog()
     start = time.perf_counter()
     clip.train()

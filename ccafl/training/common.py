@@ -1,16 +1,21 @@
 """What every training stage shares: device, seeding, schedules, feature extraction, checkpoints.
 
 Checkpoints carry every RNG state, so an epoch recomputed after an interruption equals the
-epoch computed in one go (on CPU; CUDA kernels may be nondeterministic).
+epoch computed in one go (on CPU; CUDA kernels may be nondeterministic). They also carry a
+small ``header`` (format name and version, epoch, config digest), so that a file that is not
+one of ours, is of a newer format, or holds another epoch is refused with one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ccafl import distributed
+from ccafl.checks import checkpoint_problem, recovery_hint
 from ccafl.data.images import ImageTable
 from ccafl.data.transforms import test_transform
+from ccafl.errors import CheckpointError
 from ccafl.io import save_torch, write_parquet
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "ccafl-checkpoint"
+# 1: the header was added; files without one (written before) read as version 0.
+CHECKPOINT_VERSION = 1
 
 
 def pick_device() -> torch.device:
@@ -105,48 +118,161 @@ def extract_features(
     device: torch.device | None = None,
     which: str = "f",
     desc: str = "features",
-) -> torch.Tensor:
-    """Un-augmented features of ``paths`` in order: ``f`` (BN-neck) or ``p`` (CLIP projection).
+):
+    """Un-augmented features of ``paths`` in order.
 
-    Under torchrun each rank computes every world_size-th image and the shards are gathered,
-    so every rank returns all features.
+    ``which``: ``f`` (the ReID feature behind its BN-neck(s)), ``p`` (the CLIP projection) or
+    ``raw`` (the pair (pooled, projection) before any BN-neck). Under torchrun each rank
+    computes every world_size-th image and the shards are gathered, so every rank returns all
+    features.
     """
     device = device or pick_device()
+    mine = list(range(len(paths)))[distributed.rank() :: distributed.world_size()]
+    dataset = ImageTable(root, [paths[i] for i in mine], test_transform(*input_size))
+    loader = make_loader(dataset, batch_size, num_workers)
+    batches = (images for images, _ in loader)
+    return features_of_batches(model, batches, mine, device, which, desc)
+
+
+@torch.no_grad()
+def features_of_batches(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    mine: list[int],
+    device: torch.device,
+    which: str = "f",
+    desc: str = "features",
+):
+    """Features (see `extract_features`) of this rank's share ``mine`` of the images, given as
+    normalised batches in order; the shards of all ranks are gathered in image order."""
     model = getattr(model, "module", model)  # DistributedDataParallel wrapper
     was_training = model.training
     model.eval()
-    mine = list(range(len(paths)))[distributed.rank() :: distributed.world_size()]
-    dataset = ImageTable(root, [paths[i] for i in mine], test_transform(*input_size))
-    chunks = []
-    loader = make_loader(dataset, batch_size, num_workers)
-    for images, _ in tqdm(loader, desc=desc, leave=False, disable=not distributed.is_main()):
-        f, p = model(images.to(device, non_blocking=True))
-        chunks.append((f if which == "f" else p).float())
+    outputs = []
+    for images in tqdm(batches, desc=desc, leave=False, disable=not distributed.is_main()):
+        pooled, proj = model.pooled(images.to(device, non_blocking=True))
+        if which == "raw":
+            outputs.append((pooled.float(), proj.float()))
+        elif which == "f":
+            outputs.append((model.head(pooled, proj).float(),))
+        else:
+            outputs.append((proj.float(),))
     model.train(was_training)
-    features = torch.cat(chunks) if chunks else torch.empty(0, device=device)
-    if distributed.world_size() == 1:
-        return features.cpu()
-    gathered = distributed.all_gather_cat(features)
-    order = distributed.all_gather_cat(torch.tensor(mine, device=device))
-    out = torch.empty_like(gathered)
-    out[order] = gathered
-    return out.cpu()
+    if outputs:
+        parts = [torch.cat(column) for column in zip(*outputs, strict=True)]
+    else:
+        parts = [torch.empty(0, device=device)] * (2 if which == "raw" else 1)
+    if distributed.world_size() > 1:
+        order = distributed.all_gather_cat(torch.tensor(mine, device=device))
+        gathered = []
+        for part in parts:
+            full = distributed.all_gather_cat(part)
+            out = torch.empty_like(full)
+            out[order] = full
+            gathered.append(out)
+        parts = gathered
+    parts = [part.cpu() for part in parts]
+    return tuple(parts) if which == "raw" else parts[0]
+
+
+def config_digest(config: dict) -> str:
+    """A short fingerprint of a config, to tell whether a checkpoint was trained with it."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checkpoint_header(epoch: int | None, config: dict | None) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "config_digest": config_digest(config) if config is not None else None,
+    }
 
 
 def save_checkpoint(path: str | Path, **parts: Any) -> None:
     """Collective under torchrun (every rank's RNG state is kept); rank 0 writes."""
     states = distributed.all_gather_objects(rng_state())
     if distributed.is_main():
+        header = checkpoint_header(parts.get("epoch"), parts.get("config"))
         save_torch(
-            {**parts, "rng": states[0], "rng_per_rank": states, "saved_at": time.time()}, path
+            {
+                **parts,
+                "header": header,
+                "rng": states[0],
+                "rng_per_rank": states,
+                "saved_at": time.time(),
+            },
+            path,
         )
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path,
+    *,
+    epoch: int | None = None,
+    config: dict | None = None,
+    mmap: bool = False,
+) -> dict[str, Any]:
+    """Read a checkpoint (or a final model file); CheckpointError naming it and the fix.
+
+    ``epoch``: the epoch it must hold. ``config``: the current config, only to log which keys
+    differ from the one it was trained with. ``mmap``: map the tensors instead of reading them
+    (a cheap look at the header before a full load).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise CheckpointError(
+            f"checkpoint not found: {path} (written by an earlier stage: run snakemake, or "
+            "correct the path)"
+        )
+    problem = checkpoint_problem(path)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is {problem}; {recovery_hint(path)}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as error:  # torch raises many types for a damaged archive
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({first}); {recovery_hint(path)}"
+        ) from error
+    missing = [
+        k for k in ("model", "config") if not isinstance(checkpoint, dict) or k not in checkpoint
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a ccafl checkpoint (it lacks {', '.join(missing)}); pass the "
+            "checkpoint.pt or model.pt that the pipeline wrote"
+        )
+    header = checkpoint.get("header") or {}
+    if header and header.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a ccafl checkpoint (its header says {header.get('format')!r}); "
+            "pass the checkpoint.pt or model.pt that the pipeline wrote"
+        )
+    version = int(header.get("version", 0))
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, this ccafl reads up to "
+            f"{CHECKPOINT_VERSION}: update ccafl, or {recovery_hint(path)}"
+        )
+    if epoch is not None and int(checkpoint.get("epoch", -1)) != epoch:
+        raise CheckpointError(
+            f"checkpoint {path} holds epoch {checkpoint.get('epoch')}, not epoch {epoch} as "
+            f"this stage needs; pass the checkpoint of epoch {epoch}, or {recovery_hint(path)}"
+        )
+    if config is not None and header.get("config_digest") not in (None, config_digest(config)):
+        changed = _changed_keys(checkpoint["config"], config)
+        log.info("%s was trained with another config (differs in %s)", path, ", ".join(changed))
+    log.debug("checkpoint %s: epoch %s (format version %d)", path, checkpoint.get("epoch"), version)
+    return checkpoint
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        return [c for k in keys for c in _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 class LossLog:

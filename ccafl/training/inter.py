@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ccafl import distributed
-from ccafl.association import associate
+from ccafl.association import EDGE_COLUMNS, associate
 from ccafl.io import write_parquet
 from ccafl.losses import (
     ical_loss,
@@ -28,8 +28,9 @@ from ccafl.losses import (
     prototype_contrastive_loss,
 )
 from ccafl.memory import PrototypeMemory, class_mean_features
+from ccafl.models.factory import input_size
 from ccafl.training.common import LossLog
-from ccafl.training.intra import epoch_batches, epoch_loader, log_step, train_features
+from ccafl.training.loop import epoch_batches, epoch_loader, log_step, train_features
 from ccafl.training.schedule import active_losses
 from ccafl.training.state import TrainingData, TrainingState
 
@@ -120,54 +121,91 @@ def inter_epoch(
     assert n_labels == prototypes.n_labels
 
 
-def run_inter_epoch(
+def given_association(gid_labels: np.ndarray, data: TrainingData) -> Association:
+    """Pseudo-labels supplied from outside (the supervised reference run), no graph."""
+    gid_labels = np.asarray(gid_labels, dtype=np.int64)
+    if len(gid_labels) != data.n_gids:
+        raise ValueError(f"given labels cover {len(gid_labels)} gids, the data has {data.n_gids}")
+    dtypes = {"distance": "float32"}
+    edges = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "int64")) for c in EDGE_COLUMNS})
+    return Association(gid_labels, edges, gid_labels[data.gids])
+
+
+def run_inter_epochs(
     config: dict,
     data: TrainingData,
     previous_checkpoint: str | Path,
     clip_path: str | Path | None,
-    epoch: int,
-    out_dir: str | Path,
-) -> tuple[Association, dict]:
-    """Resume from epoch-1's checkpoint, associate, train one epoch, write its artifacts."""
+    epochs: list[int],
+    out_dirs: list[str | Path],
+    *,
+    given_labels: np.ndarray | None = None,
+    on_epoch_end=None,
+) -> list[dict]:
+    """Resume from the checkpoint of ``epochs[0] - 1`` and run consecutive inter epochs in
+    one process, writing every epoch's artifacts to its own folder as it finishes.
+
+    Per epoch: features, association (Eq. 12; or ``given_labels``, one pseudo-label per gid,
+    for the supervised reference run), one epoch of training, checkpoint, log. Running a block
+    of epochs here equals running them one job each (the RNG state carries over exactly as a
+    checkpoint restores it). ``on_epoch_end(epoch, association, metrics)`` runs after each
+    epoch's artifacts are written (the CLI adds diagnostics there).
+    """
+    if len(epochs) != len(out_dirs) or not epochs:
+        raise ValueError("need one output folder per epoch, and at least one epoch")
+    if list(epochs) != list(range(epochs[0], epochs[0] + len(epochs))):
+        raise ValueError(f"epochs must be consecutive, got {epochs}")
     start = time.perf_counter()
     state = TrainingState.resume(previous_checkpoint, config, clip_path, data.n_gids)
-    if state.epoch != epoch - 1:
+    if state.epoch != epochs[0] - 1:
         raise ValueError(
-            f"{previous_checkpoint} holds epoch {state.epoch}, but epoch {epoch} needs {epoch - 1}"
+            f"{previous_checkpoint} holds epoch {state.epoch}, "
+            f"but epoch {epochs[0]} needs {epochs[0] - 1}"
         )
-    timings = {"startup_s": time.perf_counter() - start}
-    tick = time.perf_counter()
-    features = train_features(state, data, f"epoch {epoch} features")
-    association = associate_identities(features, data, config["train"]["threshold"])
-    timings["association_s"] = time.perf_counter() - tick
-    out_dir = Path(out_dir)
-    if distributed.is_main():  # every rank computed the same association from gathered features
-        write_parquet(association.edges, out_dir / "graph.parquet")
-        write_parquet(association.labels_table(data), out_dir / "labels.parquet")
-
-    tick = time.perf_counter()
-    loss_log = LossLog()
-    inter_epoch(state, data, association, features, epoch, loss_log)
-    state.epoch = epoch
-    timings["training_s"] = time.perf_counter() - tick
-    state.save(out_dir / "checkpoint.pt")
-    loss_log.write(out_dir / "log.parquet")
-    n_clusters = int(association.gid_labels.max()) + 1
-    metrics = {
-        "epoch": epoch,
-        "n_gids": data.n_gids,
-        "n_clusters": n_clusters,
-        "n_edges": int(len(association.edges)),
-        **loss_log.epoch_means(epoch),
-        **timings,
-        "seconds": time.perf_counter() - start,
-    }
-    log.info(
-        "epoch %d (inter): %d gids -> %d clusters, loss %.4g, %.1f s",
-        epoch,
-        data.n_gids,
-        n_clusters,
-        metrics["loss"],
-        metrics["seconds"],
-    )
-    return association, metrics
+    if config["train"]["image_cache"]:
+        data.cache_images(input_size(config))
+    startup = time.perf_counter() - start
+    results = []
+    for epoch, out_dir in zip(epochs, out_dirs, strict=True):
+        epoch_start = time.perf_counter()
+        timings = {"startup_s": startup}
+        features = train_features(state, data, f"epoch {epoch} features")
+        if given_labels is None:
+            association = associate_identities(features, data, config["train"]["threshold"])
+        else:
+            association = given_association(given_labels, data)
+        timings["association_s"] = time.perf_counter() - epoch_start
+        out_dir = Path(out_dir)
+        if distributed.is_main():  # every rank computed the same association
+            write_parquet(association.edges, out_dir / "graph.parquet")
+            write_parquet(association.labels_table(data), out_dir / "labels.parquet")
+        tick = time.perf_counter()
+        loss_log = LossLog()
+        inter_epoch(state, data, association, features, epoch, loss_log)
+        state.epoch = epoch
+        timings["training_s"] = time.perf_counter() - tick
+        state.save(out_dir / "checkpoint.pt")
+        loss_log.write(out_dir / "log.parquet")
+        n_clusters = int(association.gid_labels.max()) + 1
+        metrics = {
+            "epoch": epoch,
+            "n_gids": data.n_gids,
+            "n_clusters": n_clusters,
+            "n_edges": int(len(association.edges)),
+            **loss_log.epoch_means(epoch),
+            **timings,
+            "seconds": time.perf_counter() - epoch_start + startup,
+        }
+        startup = 0.0  # paid once per job
+        log.info(
+            "epoch %d (inter): %d gids -> %d clusters, loss %.4g, %.1f s",
+            epoch,
+            data.n_gids,
+            n_clusters,
+            metrics["loss"],
+            metrics["seconds"],
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, association, metrics)
+        results.append(metrics)
+    return results

@@ -1,8 +1,10 @@
 """Stage 2 (paper Eq. 4-11, 17): intra-camera discriminative learning, epochs 1..E_intra.
 
-Each batch comes from one camera (P identities x K images), is scored against that camera's
-centroid and instance memories (L_ICDL) and that camera's text features (L_i2tce_intra), and
-trains the global-ID classifier on detached features (L_GID).
+Every image is scored against its own camera's centroid and instance memories (L_ICDL) and its
+own camera's text features (L_i2tce_intra), and trains the global-ID classifier on detached
+features (L_GID). A batch holds identities of one camera (``train.intra_batches: camera``) or
+of several cameras (``mixed``: the paper's per-camera sums of Eq. 7-9 over one batch); the
+losses are the same per image either way.
 """
 
 from __future__ import annotations
@@ -13,13 +15,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ccafl import distributed
-from ccafl.data.images import ImageTable
-from ccafl.data.samplers import PKBatchSampler
-from ccafl.data.transforms import train_transform
 from ccafl.io import write_json
 from ccafl.losses import (
     centroid_contrastive_loss,
@@ -29,63 +26,73 @@ from ccafl.losses import (
 )
 from ccafl.memory import IntraCameraMemories, class_mean_features
 from ccafl.models.factory import input_size
-from ccafl.training.common import LossLog, extract_features, seed_everything
+from ccafl.training.common import LossLog, seed_everything
+from ccafl.training.loop import (
+    epoch_batches,
+    epoch_loader,
+    iterations_per_epoch,
+    log_step,
+    train_features,
+)
 from ccafl.training.schedule import active_losses
 from ccafl.training.state import TrainingData, TrainingState
 
 log = logging.getLogger(__name__)
 
 
-def iterations_per_epoch(config: dict, n_images: int) -> int:
-    train = config["train"]
-    return train["iters_per_epoch"] or max(1, n_images // (train["P"] * train["K"]))
+def per_camera_losses(
+    f: torch.Tensor,
+    p: torch.Tensor,
+    batch_cameras: torch.Tensor,
+    targets: torch.Tensor,
+    batch_gids: torch.Tensor,
+    memories: IntraCameraMemories,
+    data: TrainingData,
+    train: dict,
+    active,
+) -> dict[str, torch.Tensor]:
+    """Stage-2 loss terms of a batch, each image against its own camera only (Eq. 7-9).
 
+    Per camera present in the batch the terms are summed over its images; every term is then
+    divided by the batch size, so a one-camera batch gives the plain batch means.
+    """
+    sums: dict[str, torch.Tensor] = {}
 
-def train_features(state: TrainingState, data: TrainingData, desc: str) -> torch.Tensor:
-    """Un-augmented f(x) of every training image, in train.parquet order."""
-    return extract_features(
-        state.model,
-        data.root,
-        data.train["path"].tolist(),
-        input_size(state.config),
-        # A training-section size, so evaluation settings never trigger retraining.
-        batch_size=2 * state.config["train"]["P"] * state.config["train"]["K"],
-        num_workers=state.config["train"]["num_workers"],
-        device=state.device,
-        desc=desc,
-    )
+    def add(name: str, value: torch.Tensor) -> None:
+        sums[name] = sums[name] + value if name in sums else value
 
-
-def epoch_loader(
-    state: TrainingState, data: TrainingData, labels, epoch: int, groups=None
-) -> DataLoader:
-    train = state.config["train"]
-    sampler = PKBatchSampler(
-        labels,
-        train["P"],
-        train["K"],
-        iterations_per_epoch(state.config, len(data.train)),
-        groups=groups,
-        seed=train["seed"],
-        epoch=epoch,
-    )
-    dataset = ImageTable(
-        data.root, data.train["path"].tolist(), train_transform(*input_size(state.config))
-    )
-    return DataLoader(
-        dataset,
-        batch_sampler=distributed.RankSliceSampler(sampler),
-        num_workers=train["num_workers"],
-        pin_memory=state.device.type == "cuda",
-    )
-
-
-def epoch_batches(loader: DataLoader, epoch: int, stage: str):
-    """``(step, (images, index))`` of one epoch, with a progress bar on rank 0 only."""
-    bar = tqdm(
-        loader, desc=f"epoch {epoch} ({stage})", leave=False, disable=not distributed.is_main()
-    )
-    return enumerate(bar)
+    text = data.text_features.to(f.device)
+    gids_of_camera = data.gids_of_camera
+    for camera in torch.unique(batch_cameras).tolist():
+        rows = batch_cameras == camera
+        f_c, y_c = f[rows], targets[rows]
+        add(
+            "loss_intra1",
+            centroid_contrastive_loss(
+                f_c, memories.centroid_memory(camera), y_c, train["temperature"], "sum"
+            ),
+        )
+        if active.intra2:
+            bank, bank_labels = memories.instance_memory(camera)
+            add(
+                "loss_intra2",
+                hard_instance_loss(f_c, bank, bank_labels, y_c, train["temperature"], "sum"),
+            )
+        if active.i2tce:
+            # Candidates are the gids of the image's own camera (Eq. 9): a contiguous range.
+            candidates = gids_of_camera[camera].to(f.device)
+            add(
+                "loss_i2tce",
+                image_text_cross_entropy(
+                    p[rows],
+                    text[candidates],
+                    batch_gids[rows] - int(candidates[0]),
+                    data.logit_scale,
+                    train["label_smoothing"],
+                    "sum",
+                ),
+            )
+    return {name: value / len(f) for name, value in sums.items()}
 
 
 def intra_epoch(
@@ -102,46 +109,30 @@ def intra_epoch(
     cameras = torch.as_tensor(data.cameras)
     intra_ids = torch.as_tensor(data.train["intra_id"].to_numpy())
     gids = torch.as_tensor(data.gids)
-    text = data.text_features.to(device)
-    loader = epoch_loader(state, data, data.gids, epoch, groups=data.cameras)
+    groups = data.cameras if train["intra_batches"] == "camera" else None
+    loader = epoch_loader(state, data, data.gids, epoch, groups=groups)
     for step, (images, index) in epoch_batches(loader, epoch, "intra"):
-        camera = int(cameras[index[0]])
+        batch_cameras = cameras[index].to(device)
         targets = intra_ids[index].to(device)
+        batch_gids = gids[index].to(device)
         with state.autocast():
             f, p = state.model(images.to(device, non_blocking=True))
         f, p = f.float(), p.float()
-        terms = {}
-        l_intra1 = centroid_contrastive_loss(
-            f, memories.centroid_memory(camera), targets, train["temperature"]
+        terms = per_camera_losses(
+            f, p, batch_cameras, targets, batch_gids, memories, data, train, active
         )
-        terms["loss_intra1"] = l_intra1
+        loss = terms["loss_intra1"]
         if active.intra2:
-            bank, bank_labels = memories.instance_memory(camera)
-            l_intra2 = hard_instance_loss(f, bank, bank_labels, targets, train["temperature"])
-            terms["loss_intra2"] = l_intra2
-            loss = icdl_loss(l_intra1, l_intra2, train["lam"])
-        else:
-            loss = l_intra1
+            loss = icdl_loss(terms["loss_intra1"], terms["loss_intra2"], train["lam"])
         if active.i2tce:
-            # Candidates are the gids of the batch's own camera (Eq. 9): a contiguous range.
-            camera_gids = torch.unique(gids[cameras == camera]).to(device)
-            offset = int(camera_gids[0])
-            l_text = image_text_cross_entropy(
-                p,
-                text[camera_gids],
-                gids[index].to(device) - offset,
-                data.logit_scale,
-                train["label_smoothing"],
-            )
-            terms["loss_i2tce"] = l_text
-            loss = loss + l_text
+            loss = loss + terms["loss_i2tce"]
         state.backbone_step(loss)
-        terms["loss_gid"] = state.classifier_step(f, gids[index].to(device))
+        terms["loss_gid"] = state.classifier_step(f, batch_gids)
         # Under torchrun every rank applies the whole global batch, so memories stay identical.
         gather = distributed.all_gather_cat
         memories.update(
             gather(F.normalize(f.detach(), dim=1)),
-            gather(cameras[index].to(device)),
+            gather(batch_cameras),
             gather(targets),
             gather(index.to(device)),
             train["momentum"],
@@ -149,14 +140,22 @@ def intra_epoch(
         log_step(loss_log, epoch, step, lr, loss, terms)
 
 
-def log_step(
-    loss_log: LossLog, epoch: int, step: int, lr: float, loss: torch.Tensor, terms: dict
-) -> None:
-    """Loss terms averaged over ranks (each rank's loss is the mean over its slice)."""
-    values = {k: distributed.mean_across_ranks(float(v.detach())) for k, v in terms.items()}
-    loss_log.add(
-        epoch, step, lr, loss=distributed.mean_across_ranks(float(loss.detach())), **values
-    )
+def initial_features(state: TrainingState, data: TrainingData) -> torch.Tensor:
+    """f of every training image at the start of training, normalised the way training is.
+
+    The BN-necks are calibrated on the un-augmented training images first (label-free), so
+    the memories and the classifier start from features on the same scale as the batch-
+    normalised features training scores against them.
+    """
+    pooled, proj = train_features(state, data, "initial features", which="raw")
+    module = state.module
+    module.calibrate_necks(pooled, proj)
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        features = module.head(pooled.to(state.device), proj.to(state.device)).float().cpu()
+    module.train(was_training)
+    return features
 
 
 def run_intra(
@@ -165,7 +164,9 @@ def run_intra(
     seed_everything(config["train"]["seed"])
     state = TrainingState.create(config, clip_path, data.n_gids)
     start = time.perf_counter()
-    features = train_features(state, data, "initial features")
+    if config["train"]["image_cache"]:
+        data.cache_images(input_size(config))
+    features = initial_features(state, data)
     cameras = torch.as_tensor(data.cameras)
     intra_ids = torch.as_tensor(data.train["intra_id"].to_numpy())
     memories = IntraCameraMemories.from_features(features, cameras, intra_ids).to(state.device)

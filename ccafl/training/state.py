@@ -7,7 +7,9 @@ only the backbone.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ import torch
 from torch import nn
 
 from ccafl import distributed
+from ccafl.data.images import decode_images
+from ccafl.models.backbone import uses_quick_gelu
 from ccafl.models.classifier import CosineClassifier
-from ccafl.models.factory import build_reid_model
+from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu
 from ccafl.training.common import (
     autocast,
     load_checkpoint,
@@ -29,6 +33,8 @@ from ccafl.training.common import (
     set_rng_state,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainingData:
@@ -38,6 +44,7 @@ class TrainingData:
     train: pd.DataFrame
     text_features: torch.Tensor  # (N_G, D) t_g, row = gid, L2-normalised
     logit_scale: float
+    images: torch.Tensor | None = None  # decoded training images (train.image_cache)
 
     @property
     def n_gids(self) -> int:
@@ -50,6 +57,18 @@ class TrainingData:
     @property
     def cameras(self) -> np.ndarray:
         return self.train["camera"].to_numpy()
+
+    @cached_property
+    def gids_of_camera(self) -> dict[int, torch.Tensor]:
+        """Sorted gids of each camera (a contiguous range: gids are numbered camera by camera)."""
+        gids, cameras = torch.as_tensor(self.gids), torch.as_tensor(self.cameras)
+        return {int(c): torch.unique(gids[cameras == c]) for c in torch.unique(cameras)}
+
+    def cache_images(self, size: tuple[int, int], threads: int = 4) -> TrainingData:
+        """Decode every training image once (uint8, at the network input size)."""
+        if self.images is None:
+            self.images = decode_images(self.root, self.train["path"].tolist(), size, threads)
+        return self
 
     @classmethod
     def load(cls, dataset_root: str | Path, ics_dir: str | Path, prompt_dir: str | Path):
@@ -79,10 +98,20 @@ class TrainingState:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, config: dict, clip_path: str | Path | None, n_gids: int) -> TrainingState:
+    def create(
+        cls,
+        config: dict,
+        clip_path: str | Path | None,
+        n_gids: int,
+        *,
+        weights: bool = True,
+        quick_gelu: bool | None = None,
+    ) -> TrainingState:
+        """A fresh state; ``weights=False`` builds the bare architecture (see `resume`)."""
         device = pick_device()
         train = config["train"]
-        model = build_reid_model(config, clip_path).to(device)
+        model = build_reid_model(config, clip_path, weights=weights, quick_gelu=quick_gelu)
+        model = model.to(device)
         if distributed.world_size() > 1:
             # Unused parameters: the projection head when L_i2tce is switched off.
             model = torch.nn.parallel.DistributedDataParallel(
@@ -148,6 +177,7 @@ class TrainingState:
             optimizer=self.optimizer.state_dict(),
             classifier_optimizer=self.classifier_optimizer.state_dict(),
             config=self.config,
+            quick_gelu=uses_quick_gelu(self.module),
             **extra,
         )
 
@@ -155,9 +185,21 @@ class TrainingState:
     def resume(
         cls, path: str | Path, config: dict, clip_path: str | Path | None, n_gids: int
     ) -> TrainingState:
-        """Rebuild from a checkpoint, RNG states included; ``clip_path`` only shapes the model."""
-        checkpoint = load_checkpoint(path)
-        state = cls.create(config, clip_path, n_gids)
+        """Rebuild from a checkpoint, RNG states included.
+
+        The architecture is built bare and only the checkpoint is loaded: the pretrained CLIP
+        weights were read once, when stage 2 started, so ``clip_path`` is not read (the
+        original weight file may be gone, or on a hub this node cannot reach). The activation
+        is the one the checkpoint recorded.
+        """
+        checkpoint = load_checkpoint(path, config=config)
+        state = cls.create(
+            config,
+            None,
+            n_gids,
+            weights=False,
+            quick_gelu=checkpoint_quick_gelu(checkpoint),
+        )
         state.module.load_state_dict(checkpoint["model"])
         state.classifier.load_state_dict(checkpoint["classifier"])
         state.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -169,11 +211,17 @@ class TrainingState:
             set_rng_state(per_rank[distributed.rank()])
         else:  # resumed with another number of processes: the run is no longer bit-exact
             set_rng_state(checkpoint["rng"])
+        log.info(
+            "resumed from %s: model, classifier, optimizers and RNG states of epoch %d",
+            path,
+            state.epoch,
+        )
         return state
 
 
 _CORE_KEYS = {
     "epoch",
+    "quick_gelu",
     "model",
     "classifier",
     "optimizer",
@@ -182,4 +230,5 @@ _CORE_KEYS = {
     "rng",
     "rng_per_rank",
     "saved_at",
+    "header",
 }

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -130,7 +131,8 @@ def test_changed_eval_parameter_reruns_only_evaluation(workdir: Path) -> None:
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(workdir, "--configfile", str(changed))
     assert "evaluate" in jobs
-    assert set(jobs) <= {"evaluate", "report", "all"}
+    # The zero-shot reference row is an evaluation too.
+    assert set(jobs) <= {"evaluate", "zeroshot", "report", "all"}
 
 
 def test_changed_train_parameter_reruns_training_but_not_ics(workdir: Path) -> None:
@@ -148,7 +150,11 @@ def test_deleted_epoch_reruns_from_that_epoch(workdir: Path) -> None:
     results = workdir / "results" / "tiny"
     shutil.rmtree(results / "inter" / "epoch_004")
     jobs = planned_jobs(workdir)
-    assert jobs.get("inter_epoch") == 2  # epochs 4 and 5, not 3
+    # Blocks of one epoch here: the jobs of epochs 4 and 5, not 3.
+    assert {rule for rule in jobs if rule.startswith("inter_epochs")} == {
+        "inter_epochs_004",
+        "inter_epochs_005",
+    }
     assert "intra" not in jobs and "prompt" not in jobs
     snakemake(workdir)
     assert (results / "inter" / "epoch_004" / "checkpoint.pt").is_file()
@@ -175,4 +181,178 @@ def test_typo_in_config_is_named(workdir: Path) -> None:
     bad.write_text("train:\n  epoch: 3\n")
     result = snakemake(workdir, "-n", "--configfile", str(bad), check=False)
     assert result.returncode != 0
-    assert "'epoch' was unexpected" in result.stdout + result.stderr
+    assert "config key train.epoch is unknown (did you mean 'epochs'?)" in result.stderr
+
+
+def _block_workdir(tmp_path_factory: pytest.TempPathFactory, name: str, per_job: int) -> Path:
+    work = tmp_path_factory.mktemp(name)
+    (work / "config").mkdir()
+    config = yaml.safe_load((REPO / "tests" / "e2e" / "config.yaml").read_text())
+    config["train"]["epochs_per_job"] = per_job
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def _same_run(a: Path, b: Path) -> None:
+    """Bit-identical metrics, and every epoch's checkpoint weights and association graph."""
+    import torch
+
+    ra, rb = a / "results" / "tiny", b / "results" / "tiny"
+    assert json.loads((ra / "eval" / "metrics.json").read_text()) == json.loads(
+        (rb / "eval" / "metrics.json").read_text()
+    )
+    for epoch in (3, 4, 5):
+        folder = f"inter/epoch_{epoch:03d}"
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(ra / folder / "graph.parquet"),
+            pd.read_parquet(rb / folder / "graph.parquet"),
+        )
+        wa = torch.load(ra / folder / "checkpoint.pt", weights_only=False)["model"]
+        wb = torch.load(rb / folder / "checkpoint.pt", weights_only=False)["model"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), folder
+
+
+def test_blocks_of_epochs_equal_one_job_per_epoch(
+    workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """train.epochs_per_job only groups epochs into jobs: the numbers do not change."""
+    blocks = _block_workdir(tmp_path_factory, "e2e-blocks", per_job=3)
+    snakemake(blocks)
+    assert (blocks / "results" / "tiny" / "benchmarks" / "inter_epochs_003.tsv").is_file()
+    assert not (blocks / "results" / "tiny" / "benchmarks" / "inter_epochs_004.tsv").exists()
+    _same_run(workdir, blocks)
+
+
+def test_run_killed_inside_a_block_resumes_from_the_block_start(
+    workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Killed after epoch 3 of the block 3-5: the rerun redoes the block, same numbers."""
+    import os
+    import signal
+    import time
+
+    killed = _block_workdir(tmp_path_factory, "e2e-killed", per_job=3)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(killed),
+        "--cores",
+        "2",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    first_epoch = killed / "results" / "tiny" / "inter" / "epoch_003" / "metrics.json"
+    deadline = time.monotonic() + 600
+    while not first_epoch.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed inside the block"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "results" / "tiny" / "eval" / "metrics.json").exists()
+    snakemake(killed, "--unlock")
+    snakemake(killed, "--rerun-incomplete")
+    _same_run(workdir, killed)
+
+
+# --------------------------------------------------------------------------- using the model
+# Issue 13: searching the test split through the CLI reproduces the evaluation's CMC.
+
+
+def ccafl_cli(workdir: Path, *args: str | Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "ccafl", *map(str, args)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def cli_metrics(ranking: pd.DataFrame, results: Path, dataset: Path) -> dict:
+    """CMC (ranks 1..50) and mAP from a search ranking, over the queries that have a valid
+    match as the evaluation counts them (a gallery image of the same person in another
+    camera); the ranking must list every allowed gallery image for mAP to be complete."""
+    query = pd.read_parquet(results / "ics" / "query.parquet")
+    gallery = pd.read_parquet(results / "ics" / "gallery.parquet")
+    firsts, aps = [], []
+    for path, pid, camera in zip(query["path"], query["pid"], query["camera"], strict=True):
+        if not ((gallery["pid"] == pid) & (gallery["camera"] != camera)).any():
+            continue
+        rows = ranking[ranking["query"] == str((dataset / path).resolve())]
+        match_ranks = np.sort(rows.loc[rows["match"], "rank"].to_numpy())
+        firsts.append(match_ranks[0] if len(match_ranks) else np.inf)
+        aps.append(
+            np.mean(np.arange(1, len(match_ranks) + 1) / match_ranks) if len(match_ranks) else 0.0
+        )
+    firsts = np.asarray(firsts)
+    cmc = np.array([(firsts <= k).mean() for k in range(1, 51)])
+    return {"cmc": cmc, "mAP": float(np.mean(aps)), "rank10": float(cmc[9])}
+
+
+def test_search_reproduces_the_evaluation_rank10(workdir: Path) -> None:
+    results = workdir / "results" / "tiny"
+    assert "search_index" not in planned_jobs(workdir)  # not part of the default target
+    snakemake(workdir, "search_index")
+    metrics = json.loads((results / "eval" / "metrics.json").read_text())
+    gallery = pd.read_parquet(results / "ics" / "gallery.parquet")
+    dataset = workdir / "resources" / "tiny"
+    query_dir = dataset / "query"
+    info = json.loads((results / "search" / "gallery" / "index.json").read_text())
+    assert info["kind"] == "flat" and info["n_rows"] == len(gallery)
+
+    # 1. The search_index rule's index (the evaluation's own gallery features): top 10 gives
+    # the rank-10 rate; the whole gallery ranked gives every CMC rank and the mAP as well.
+    out = workdir / "search_eval"
+    ccafl_cli(
+        workdir, "search", "--index", results / "search" / "gallery", "--query", query_dir,
+        "--top-k", "10", "--protocol", "market1501", "--out", out,
+    )  # fmt: skip
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert ranking["query"].nunique() == metrics["n_query"]
+    assert 0 < metrics["rank10"] < 1  # a rate that is neither trivially 0 nor 1
+    assert cli_metrics(ranking, results, dataset)["rank10"] == pytest.approx(metrics["rank10"])
+    out = workdir / "search_eval_all"
+    ccafl_cli(
+        workdir, "search", "--index", results / "search" / "gallery", "--query", query_dir,
+        "--top-k", str(len(gallery)), "--protocol", "market1501", "--no-sheet", "--out", out,
+    )  # fmt: skip
+    full = cli_metrics(pd.read_csv(out / "ranking.csv"), results, dataset)
+    cmc = pd.read_parquet(results / "eval" / "cmc.parquet")["cmc"].to_numpy()
+    np.testing.assert_allclose(full["cmc"], cmc, atol=1e-12)
+    assert full["mAP"] == pytest.approx(metrics["mAP"], abs=1e-6)
+
+    # 2. The user's path: embed the gallery folder, index it, search: the same rates, and the
+    # same vectors as the evaluation wrote.
+    model = results / "final" / "model.pt"
+    features = workdir / "gallery_features.parquet"
+    ccafl_cli(
+        workdir, "embed", "--model", model, "--images", "resources/tiny/bounding_box_test",
+        "--out", features,
+    )  # fmt: skip
+    from ccafl.embedding import read_embeddings
+
+    embedded = read_embeddings(features)
+    evaluated = pd.read_parquet(results / "eval" / "features.parquet")
+    evaluated = evaluated[evaluated["split"] == "gallery"]
+    by_name = {
+        Path(p).name: np.asarray(f)
+        for p, f in zip(evaluated["path"], evaluated["feature"], strict=True)
+    }
+    reference = np.stack([by_name[Path(p).name] for p in embedded.rows["path"]])
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedded.features, reference, atol=1e-5)
+    ccafl_cli(workdir, "index", "--features", features, "--out", workdir / "user_index")
+    out = workdir / "search_user"
+    ccafl_cli(
+        workdir, "search", "--index", workdir / "user_index", "--query", query_dir,
+        "--top-k", "10", "--protocol", "market1501", "--out", out,
+    )  # fmt: skip
+    user = cli_metrics(pd.read_csv(out / "ranking.csv"), results, dataset)
+    assert user["rank10"] == pytest.approx(metrics["rank10"])
+    assert (out / "contact_sheet.png").is_file() and (out / "contact_sheet.html").is_file()

@@ -1,5 +1,10 @@
 # The CLIP backbone: pretrained on the synthetic benchmark's captions when clip.pretrained is
-# "captions" (the embedded default); otherwise an open_clip tag or a local file, nothing to run.
+# "captions" (the embedded default); an open_clip tag or a local file is read once by
+# clip_import, and every stage starts from that copy (stage 3 jobs from their own checkpoints).
+
+
+localrules:
+    clip_import,  # on a cluster: runs on the submit host, which can reach the hub
 
 
 rule clip_pretrain:
@@ -10,13 +15,29 @@ rule clip_pretrain:
         log=f"{RESULTS}/clip/log.parquet",
         zero_shot=f"{RESULTS}/clip/zero_shot.json",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "clip_pretrain", "train"),
+        cfg=cfg_json("dataset", "input", "clip", "clip_pretrain"),
         out_dir=f"{RESULTS}/clip",
     resources:
         gpu=GPUS,
+    threads: THREADS
     log:
         f"{LOGS}/clip_pretrain.log",
     benchmark:
         f"{RESULTS}/benchmarks/clip_pretrain.tsv"
     shell:
         "{GPU_CCAFL} clip-pretrain --set {params.cfg} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule clip_import:
+    input:
+        clip_source_file(),
+    output:
+        model=f"{RESULTS}/clip/imported.pt",
+    params:
+        cfg=cfg_json("clip"),
+    log:
+        f"{LOGS}/clip_import.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/clip_import.tsv"
+    shell:
+        "{CCAFL} clip-import --set {params.cfg} --out {output.model} > {log} 2>&1"

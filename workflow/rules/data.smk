@@ -12,7 +12,7 @@ rule synthesize:
     benchmark:
         f"{RESULTS}/benchmarks/synthesize.tsv"
     shell:
-        "{CCAFL} synthesize --set {params.cfg} > {log} 2>&1"
+        "{CCAFL} synthesize --set {params.cfg} --log {log}"
 
 
 rule ics:
@@ -32,4 +32,4 @@ rule ics:
     benchmark:
         f"{RESULTS}/benchmarks/ics.tsv"
     shell:
-        "{CCAFL} ics --set {params.cfg} --out-dir {params.out_dir} > {log} 2>&1"
+        "{CCAFL} ics --set {params.cfg} --out-dir {params.out_dir} --log {log}"

@@ -17,6 +17,7 @@ rule evaluate:
         label=lambda w: w.run.removeprefix("ablation/").rstrip("/") or "CCAFL",
     resources:
         gpu=GPUS,
+    threads: THREADS
     log:
         f"{LOGS}/{RUN}evaluate.log",
     benchmark:
@@ -28,27 +29,50 @@ rule evaluate:
 
 rule ablation:
     input:
-        run_metrics("variants"),
+        runs=run_metrics("variants"),
+        zeroshot=f"{RESULTS}/reference/zeroshot.json",
+        untrained=f"{RESULTS}/reference/untrained.json",
     output:
         table=f"{RESULTS}/ablation/table.md",
     params:
         cfg=cfg_json(*config),
+        runs=lambda w, input: run_args("variants", input.runs),
     log:
         f"{LOGS}/ablation.log",
     shell:
-        "{CCAFL} variant-table --set {params.cfg} --group variants "
-        "--results-dir {RESULTS} --out {output.table} > {log} 2>&1"
+        "{CCAFL} variant-table --set {params.cfg} --group variants {params.runs} "
+        "--reference zeroshot {input.zeroshot} --reference untrained {input.untrained} "
+        "--out {output.table} > {log} 2>&1"
 
 
 rule sweep:
     input:
-        run_metrics("sweeps"),
+        runs=run_metrics("sweeps"),
     output:
         table=f"{RESULTS}/ablation/sweep.md",
     params:
         cfg=cfg_json(*config),
+        runs=lambda w, input: run_args("sweeps", input.runs),
     log:
         f"{LOGS}/sweep.log",
     shell:
-        "{CCAFL} variant-table --set {params.cfg} --group sweeps "
-        "--results-dir {RESULTS} --out {output.table} > {log} 2>&1"
+        "{CCAFL} variant-table --set {params.cfg} --group sweeps {params.runs} "
+        "--out {output.table} > {log} 2>&1"
+
+
+rule calibration:
+    input:
+        zeroshot=f"{RESULTS}/reference/zeroshot.json",
+        untrained=f"{RESULTS}/reference/untrained.json",
+        ccafl=lambda w: variant_metrics("order7"),
+        supervised=lambda w: variant_metrics("supervised"),
+    output:
+        table=f"{RESULTS}/ablation/calibration.md",
+    params:
+        ccafl=lambda w, input: seed_args("--ccafl", input.ccafl),
+        supervised=lambda w, input: seed_args("--supervised", input.supervised),
+    log:
+        f"{LOGS}/calibration.log",
+    shell:
+        "{CCAFL} calibration --zeroshot {input.zeroshot} --untrained {input.untrained} "
+        "{params.ccafl} {params.supervised} --out {output.table} > {log} 2>&1"

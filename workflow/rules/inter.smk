@@ -1,36 +1,46 @@
-# Stage 3: one job per inter-camera epoch k = E_intra+1 .. E (paper Eq. 12-20), so every epoch's
-# association graph is an artifact and an interrupted run resumes at the last finished epoch.
+# Stage 3: inter-camera epochs k = E_intra+1 .. E (paper Eq. 12-20), in blocks of
+# train.epochs_per_job consecutive epochs per job. Every epoch's checkpoint, association graph,
+# labels, log and metrics are outputs of the job that computes it, so every epoch's graph is an
+# artifact and an interrupted run resumes at the first unfinished block. One rule per block
+# (its outputs are that block's epochs); runs whose blocks differ get rules of their own.
+# A job rebuilds the model from the previous checkpoint alone: no pretrained weights are read.
 
 
-rule inter_epoch:
-    input:
-        unpack(clip_input),
-        previous=previous_checkpoint,
-        train=f"{RESULTS}/ics/train.parquet",
-        text=text_features,
-    output:
-        checkpoint=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/checkpoint.pt",
-        graph=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/graph.parquet",
-        labels=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/labels.parquet",
-        log=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/log.parquet",
-        metrics=f"{RESULTS}/{RUN}inter/epoch_{{epoch}}/metrics.json",
-    params:
-        cfg=run_cfg(*TRAINING_SECTIONS),
-        clip=clip_arg,
-        ics_dir=f"{RESULTS}/ics",
-        prompt_dir=prompt_dir,
-        out_dir=lambda w: f"{RESULTS}/{w.run}inter/epoch_{w.epoch}",
-        epoch=lambda w: int(w.epoch),
-    resources:
-        gpu=GPUS,
-    log:
-        f"{LOGS}/{RUN}inter_epoch_{{epoch}}.log",
-    benchmark:
-        f"{RESULTS}/{RUN}benchmarks/inter_epoch_{{epoch}}.tsv"
-    shell:
-        "{DDP_CCAFL} inter-epoch --set {params.cfg} {params.clip} --epoch {params.epoch} "
-        "--previous {input.previous} --ics-dir {params.ics_dir} "
-        "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"
+for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
+    for block in layout:
+
+        rule:
+            name:
+                block_rule_name(layout_index, block)
+            input:
+                unpack(supervised_input),
+                previous=lambda w, first=block[0]: epoch_checkpoint(w.run, first - 1),
+                train=f"{RESULTS}/ics/train.parquet",
+                text=text_features,
+            output:
+                **block_outputs(block),
+            wildcard_constraints:
+                run=run_constraint(layout_runs),
+            params:
+                cfg=run_cfg(*TRAINING_SECTIONS),
+                labels=labels_arg,
+                ics_dir=f"{RESULTS}/ics",
+                prompt_dir=prompt_dir,
+                epochs=" ".join(str(e) for e in block),
+                out_dirs=lambda w, block=block: " ".join(epoch_dir(w.run, e) for e in block),
+            resources:
+                **stage3_resources(block),
+            group:
+                stage3_group()
+            threads: THREADS
+            log:
+                f"{LOGS}/{RUN}inter_epochs_{block[0]:03d}.log",
+            benchmark:
+                f"{RESULTS}/{RUN}benchmarks/inter_epochs_{block[0]:03d}.tsv"
+            shell:
+                "{DDP_CCAFL} inter-epoch --set {params.cfg} {params.labels} "
+                "--epoch {params.epochs} --previous {input.previous} --ics-dir {params.ics_dir} "
+                "--prompt-dir {params.prompt_dir} --out-dir {params.out_dirs} > {log} 2>&1"
 
 
 rule final:

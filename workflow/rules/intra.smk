@@ -17,6 +17,7 @@ rule intra:
         out_dir=lambda w: f"{RESULTS}/{w.run}intra",
     resources:
         gpu=GPUS,
+    threads: THREADS
     log:
         f"{LOGS}/{RUN}intra.log",
     benchmark:

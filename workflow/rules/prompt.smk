@@ -16,6 +16,7 @@ rule prompt:
         out_dir=lambda w: f"{RESULTS}/{w.run}prompt",
     resources:
         gpu=GPUS,
+    threads: THREADS
     log:
         f"{LOGS}/{RUN}prompt.log",
     benchmark:

@@ -1,0 +1,349 @@
+"""One validation pass over a config before any job runs: `snakemake -n` already shows it.
+
+The Snakefile calls `workflow_config_or_exit` while it is parsed, and `python -m ccafl` runs
+`check_config` on the config of every command, so the two agree on what a bad config is. Every
+problem is one line naming the key (or file) and what to do; nothing here writes anything.
+
+Checked:
+
+* the schema (`ccafl.config.validate`): types, ranges, unknown keys with a "did you mean";
+* cross-field rules the schema cannot say (`config_problems`): stage 3 must exist
+  (``train.intra_epochs < train.epochs``), ICAL must be reachable (``train.adv_start <=
+  train.epochs`` when ``train.losses.ical``), the warm-up must end, ``clip.pretrained:
+  captions`` needs the synthetic benchmark, and the synthetic spec must be renderable; for the
+  main run and every ablation variant and sweep;
+* the dataset root (`dataset_problem`): a real dataset must exist with its folders; the
+  synthetic benchmark is written only below ``resources/`` and never over a folder that
+  ccafl did not create (`ccafl.data.marker`);
+* the CLIP weights (`weights_problem`): a local file exists, an open_clip hub tag is in the
+  local cache (looked up without network access; `python -m ccafl fetch-weights` fills it).
+
+Kept light: importing this module imports no torch; open_clip is imported only to look up a
+hub tag or a model name that the project does not ship.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+from ccafl.config import ConfigError, read_config_file, validate
+from ccafl.errors import UserError, WeightsError
+
+# Snakemake commands that only tidy up the working directory: they parse the Snakefile too, and
+# must work whatever state the dataset or the weights are in (above all `--unlock`).
+MAINTENANCE_FLAGS = {
+    "--unlock",
+    "--cleanup-metadata",
+    "--cm",
+    "--cleanup-shadow",
+    "--list-rules",
+    "--list",
+    "-l",
+    "--list-target-rules",
+    "--lt",
+    "--lint",
+    "--delete-all-output",
+    "--delete-temp-output",
+    "--summary",
+    "-S",
+    "--detailed-summary",
+    "-D",
+    "--list-changes",
+    "--lc",
+}
+WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}
+SHIPPED_CLIP_CONFIGS = Path(__file__).resolve().parents[1] / "config" / "clip"
+
+
+# --------------------------------------------------------------------------- cross-field rules
+
+
+def config_problems(config: dict) -> list[str]:
+    """What a schema-valid config contradicts itself in, one clause per problem."""
+    problems = []
+    dataset, clip, train = config["dataset"], config["clip"], config["train"]
+    if clip["pretrained"] == "captions" and dataset["format"] != "synthetic":
+        problems.append(
+            f"clip.pretrained: captions pretrains CLIP on the synthetic benchmark's captions, "
+            f"which dataset.format: {dataset['format']} does not have; set clip.pretrained to an "
+            "open_clip tag (openai) or a local weights file"
+        )
+    if train["intra_epochs"] >= train["epochs"]:
+        problems.append(
+            f"train.intra_epochs ({train['intra_epochs']}) must be below train.epochs "
+            f"({train['epochs']}): stage 3 (inter-camera epochs) would not run; raise "
+            "train.epochs or lower train.intra_epochs"
+        )
+    if train["losses"]["ical"] and train["adv_start"] > train["epochs"]:
+        problems.append(
+            f"train.adv_start ({train['adv_start']}) is after train.epochs ({train['epochs']}): "
+            "ICAL (Eq. 18) would never run; lower train.adv_start, or set train.losses.ical: "
+            "false to switch ICAL off"
+        )
+    if train["warmup_epochs"] > train["epochs"]:
+        problems.append(
+            f"train.warmup_epochs ({train['warmup_epochs']}) is longer than train.epochs "
+            f"({train['epochs']}): the learning rate would never reach train.lr; lower "
+            "train.warmup_epochs"
+        )
+    if dataset["format"] == "synthetic":
+        from ccafl.data.synthetic import SyntheticSpec
+
+        try:
+            SyntheticSpec.from_config(config["synthetic"])
+        except ValueError as error:
+            problems.append(f"synthetic: {error}")
+    return problems
+
+
+def check_config(config: dict) -> dict:
+    """Schema-validate ``config`` and apply the cross-field rules; ConfigError if any fails."""
+    config = validate(config)
+    problems = config_problems(config)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config
+
+
+def run_configs(config: dict) -> dict[str, dict]:
+    """The main run's config and every ablation variant's and sweep's, by a readable name."""
+    from ccafl.ablation import run_config, runs
+
+    configs = {"": config}
+    for group in ("variants", "sweeps"):
+        for run in runs(config, group):
+            try:
+                configs[run] = run_config(config, run)
+            except ValueError as error:  # ConfigError is one; so is a bad variant override
+                raise ConfigError(f"ablation {group} {_run_name(run)}: {error}") from error
+    return configs
+
+
+def _run_name(run: str) -> str:
+    return run.removeprefix("ablation/").rstrip("/")
+
+
+# --------------------------------------------------------------------------- dataset root
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path != folder and folder in path.parents
+
+
+def dataset_problem(dataset: dict, workdir: Path) -> str | None:
+    """Why ``dataset.root`` cannot be used as configured, or None."""
+    from ccafl.data.marker import MARKER_NAME, replaceable
+
+    root = workdir / dataset["root"]
+    fmt = dataset["format"]
+    if fmt == "synthetic":
+        if not _inside(root, workdir / "resources"):
+            return (
+                f"dataset.root ({dataset['root']}): the synthetic benchmark is written only "
+                "below resources/ of the working directory, never elsewhere; set dataset.root "
+                "to resources/<name> (or dataset.format to the real format of that folder)"
+            )
+        if not replaceable(root):
+            return (
+                f"dataset.root ({dataset['root']}) exists but was not created by ccafl "
+                f"synthesize (no {MARKER_NAME} file), and dataset.format: synthetic would "
+                "replace it; move that folder away, or point dataset.root at a new folder"
+            )
+        return None
+    if not root.is_dir():
+        return (
+            f"dataset.root: folder not found: {dataset['root']} (dataset.format: {fmt} reads an "
+            "existing dataset; nothing is generated for it: download the dataset and point "
+            "dataset.root at it)"
+        )
+    from ccafl.data.datasets import DatasetError, check_layout
+
+    try:
+        check_layout(root, fmt, dataset.get("layout", "auto"))
+    except DatasetError as error:
+        return f"dataset.root ({dataset['root']}) does not have the {fmt} layout: {error}"
+    return None
+
+
+# --------------------------------------------------------------------------- CLIP weights
+
+
+def looks_like_path(value: str) -> bool:
+    return (
+        os.sep in value
+        or "/" in value
+        or value.startswith((".", "~"))
+        or Path(value).suffix.lower() in WEIGHT_SUFFIXES
+    )
+
+
+def _shipped(model: str) -> bool:
+    return (SHIPPED_CLIP_CONFIGS / f"{model}.json").is_file()
+
+
+def weights_problem(clip: dict, workdir: Path | None = None) -> str | None:
+    """Why ``clip.pretrained`` cannot be loaded on this machine, or None (no network used)."""
+    model, source = clip["model"], clip["pretrained"]
+    if source in (None, "captions"):
+        return None if _shipped(model) else _model_problem(model)
+    path = Path(source).expanduser()
+    if not path.is_absolute() and workdir is not None:
+        path = workdir / path
+    if path.is_file():
+        return None if _shipped(model) else _model_problem(model)
+    if looks_like_path(source):
+        return (
+            f"clip.pretrained: weights file not found: {source}; point it at an existing "
+            "checkpoint, or use an open_clip tag such as openai"
+        )
+    problem = _model_problem(model)
+    if problem:
+        return problem
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if not open_clip.is_pretrained_cfg(model, source):
+        known = (
+            f"open_clip tags for {model}: {', '.join(tags)}"
+            if tags
+            else f"{model} has no open_clip tags"
+        )
+        return (
+            f"clip.pretrained: {source!r} is neither an existing file nor an open_clip tag "
+            f"({known})"
+        )
+    from ccafl.models.weights import cached_hub_weights, not_cached_message
+
+    if cached_hub_weights(model, source) is None:
+        return not_cached_message(model, source)
+    return None
+
+
+def _model_problem(model: str) -> str | None:
+    import difflib
+
+    from ccafl.models.backbone import register_model_configs
+
+    names = register_model_configs()
+    if model in names:
+        return None
+    close = difflib.get_close_matches(model, names, n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models()"
+    return f"clip.model: unknown CLIP model {model!r} ({hint})"
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why an existing checkpoint file cannot be a complete torch.save archive, or None.
+
+    Cheap (no torch): a torch.save file is a zip archive; a truncated one has no central
+    directory, a damaged one fails the CRC of its pickle. Tensor bytes are not read.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            pickles = [e for e in entries if e.filename.endswith("data.pkl")]
+            if not pickles:
+                return "not a torch checkpoint (no data.pkl in the archive)"
+            if any(e.header_offset + e.compress_size > size for e in entries):
+                return "truncated (an entry runs past the end of the file)"
+            archive.read(pickles[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:
+        return f"corrupt or truncated ({error})"
+    return None
+
+
+def recovery_hint(path: str | Path) -> str:
+    """How to get an intact file back: the pipeline recomputes what it wrote."""
+    path = Path(path)
+    if "results" not in path.parts:
+        return "pass an intact file (if the pipeline wrote it, delete it and rerun snakemake)"
+    return (
+        f"delete {path.parent}/ and rerun snakemake to recompute it and what follows "
+        "(after a killed run, `snakemake --unlock` first)"
+    )
+
+
+def checked_checkpoint(path: str) -> str:
+    """``path``, after making sure that, if it exists, it is a complete archive.
+
+    Used by the workflow's input functions: a corrupt checkpoint stops Snakemake while it
+    builds the DAG, before it deletes any output of the job that would read it.
+    """
+    if os.path.exists(path):
+        problem = checkpoint_problem(path)
+        if problem:
+            sys.exit(f"ccafl: checkpoint {path} is {problem}; {recovery_hint(path)}")
+    return path
+
+
+# --------------------------------------------------------------------------- the workflow
+
+
+def workflow_config(
+    config: dict,
+    workdir: Path | None = None,
+    *,
+    files: bool = True,
+    imported_clip: str | Path | None = None,
+) -> dict:
+    """The validated config of a Snakemake run; UserError naming the first thing at fault.
+
+    ``files=False`` checks the config alone (for maintenance commands such as --unlock).
+    ``imported_clip``: the clip_import rule's copy of the main config's weights; once it
+    exists the source is not needed any more (it may be gone), so it is not checked.
+    """
+    workdir = Path.cwd() if workdir is None else workdir
+    config = validate(config)
+    if not files:
+        return config
+    clips = {}
+    for run, run_cfg in run_configs(config).items():
+        # The first run at fault is enough: a variant mostly repeats the main run's problems.
+        problems = config_problems(run_cfg)
+        if problems:
+            prefix = f"ablation variant {_run_name(run)}: " if run else ""
+            raise ConfigError(prefix + "; ".join(problems))
+        clips.setdefault((run_cfg["clip"]["model"], run_cfg["clip"]["pretrained"]), run)
+    problem = dataset_problem(config["dataset"], workdir)
+    if problem:
+        raise ConfigError(problem)
+    main_source = (config["clip"]["model"], config["clip"]["pretrained"])
+    if imported_clip is not None and (workdir / imported_clip).is_file():
+        clips.pop(main_source, None)
+    for (model, pretrained), run in clips.items():
+        problem = weights_problem({"model": model, "pretrained": pretrained}, workdir)
+        if problem:
+            prefix = f"ablation variant {_run_name(run)}: " if run else ""
+            raise WeightsError(prefix + problem)
+    return config
+
+
+def workflow_config_or_exit(
+    config: dict, argv: list[str] | None = None, imported_clip: str | None = None
+) -> dict:
+    """`workflow_config` for the Snakefile: a problem ends Snakemake with its one line."""
+    argv = sys.argv if argv is None else argv
+    files = not MAINTENANCE_FLAGS.intersection(argv)
+    try:
+        return workflow_config(config, files=files, imported_clip=imported_clip)
+    except UserError as error:
+        sys.exit(f"ccafl: {error}")
+
+
+def config_file_or_exit(path: str) -> str:
+    """``path``, after making sure it parses: Snakemake's own message names neither file nor line."""
+    if os.path.isfile(path):
+        try:
+            read_config_file(Path(path))
+        except UserError as error:
+            sys.exit(f"ccafl: {error}")
+    return path

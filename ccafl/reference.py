@@ -1,0 +1,66 @@
+"""Reference rows beside a trained model: the pretrained CLIP without ReID training
+(``zeroshot``) and a network of the same architecture without any training (``untrained``).
+
+Each is evaluated per retrieval feature (pooled, projection, concat), two ways:
+
+* ``raw``: the tower's outputs as they come (a fresh BN-neck in eval mode is the identity);
+* ``calibrated``: the BN-necks' statistics set from the un-augmented training images (no
+  labels), i.e. f exactly as training computes it at its first step.
+
+The best of these is the bar a trained model must clear: training that does not beat its own
+starting point has learnt nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ccafl.models.backbone import RETRIEVAL_FEATURES
+from ccafl.models.factory import build_reid_model, input_size
+from ccafl.retrieval import evaluate_model
+from ccafl.training.common import extract_features, seed_everything
+
+
+def reference_metrics(
+    config: dict,
+    clip_path: str | Path | None,
+    dataset_root: str | Path,
+    ics_dir: str | Path,
+    *,
+    untrained: bool = False,
+) -> dict:
+    """``{feature: {"raw": metrics, "calibrated": metrics}, "best": {...}}`` (see module doc)."""
+    ics_dir = Path(ics_dir)
+    train_paths = pd.read_parquet(ics_dir / "train.parquet")["path"].tolist()
+    result: dict = {"source": "untrained" if untrained else str(config["clip"]["pretrained"])}
+    best = None
+    raw_outputs = None
+    for feature in RETRIEVAL_FEATURES:
+        feature_config = {**config, "train": {**config["train"], "feature": feature}}
+        if untrained:
+            feature_config["clip"] = {**config["clip"], "pretrained": None}
+            seed_everything(config["train"]["seed"])  # the same random network per feature
+        model = build_reid_model(feature_config, None if untrained else clip_path)
+        rows = {"raw": evaluate_model(model, feature_config, dataset_root, ics_dir, label=feature)}
+        if raw_outputs is None:  # the tower is the same for every feature
+            raw_outputs = extract_features(
+                model,
+                dataset_root,
+                train_paths,
+                input_size(config),
+                batch_size=config["eval"]["batch_size"],
+                which="raw",
+                desc="training images",
+            )
+        model.calibrate_necks(*raw_outputs)
+        rows["calibrated"] = evaluate_model(
+            model, feature_config, dataset_root, ics_dir, label=f"{feature} (calibrated)"
+        )
+        result[feature] = rows
+        for way, metrics in rows.items():
+            if best is None or metrics["mAP"] > best["mAP"]:
+                best = {"feature": feature, "way": way, **metrics}
+    result["best"] = best
+    return result

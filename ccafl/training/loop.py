@@ -1,0 +1,142 @@
+"""The epoch machinery stages 2 and 3 share: batches, feature passes, step logging.
+
+A stage contributes its loss terms; this module feeds it PK batches of augmented images and
+computes the un-augmented features that fill memories and drive the association. Images come
+either from the in-memory cache (``train.image_cache``, `ccafl.data.images.decode_images`) or
+from DataLoader workers decoding files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ccafl import distributed
+from ccafl.data.images import ImageTable
+from ccafl.data.samplers import PKBatchSampler
+from ccafl.data.transforms import normalize_uint8, tensor_train_transform, train_transform
+from ccafl.models.factory import input_size
+from ccafl.training.common import LossLog, extract_features, features_of_batches
+from ccafl.training.state import TrainingData, TrainingState
+
+
+def iterations_per_epoch(config: dict, n_images: int) -> int:
+    train = config["train"]
+    return train["iters_per_epoch"] or max(1, n_images // (train["P"] * train["K"]))
+
+
+def epoch_sampler(
+    state: TrainingState,
+    data: TrainingData,
+    labels: np.ndarray,
+    epoch: int,
+    groups: np.ndarray | None = None,
+) -> PKBatchSampler:
+    """P labels x K images per batch; with ``groups`` all labels of a batch share a group."""
+    train = state.config["train"]
+    return PKBatchSampler(
+        labels,
+        train["P"],
+        train["K"],
+        iterations_per_epoch(state.config, len(data.train)),
+        groups=groups,
+        seed=train["seed"],
+        epoch=epoch,
+    )
+
+
+def epoch_loader(
+    state: TrainingState,
+    data: TrainingData,
+    labels: np.ndarray,
+    epoch: int,
+    groups: np.ndarray | None = None,
+):
+    """Iterable of ``(augmented images, dataset indices)``, this rank's slice of each batch."""
+    sampler = distributed.RankSliceSampler(epoch_sampler(state, data, labels, epoch, groups))
+    size = input_size(state.config)
+    if data.images is not None:
+        return CachedBatches(data.images, sampler, tensor_train_transform(*size))
+    return DataLoader(
+        ImageTable(data.root, data.train["path"].tolist(), train_transform(*size)),
+        batch_sampler=sampler,
+        num_workers=state.config["train"]["num_workers"],
+        pin_memory=state.device.type == "cuda",
+    )
+
+
+class CachedBatches:
+    """Batches cut from the decoded-image cache and augmented as tensors."""
+
+    def __init__(self, images: torch.Tensor, batch_sampler, augment) -> None:
+        self.images = images
+        self.batch_sampler = batch_sampler
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.batch_sampler:
+            index = torch.as_tensor(batch, dtype=torch.long)
+            yield self.augment(self.images[index]), index
+
+
+def epoch_batches(loader, epoch: int, stage: str):
+    """``(step, (images, index))`` of one epoch, with a progress bar on rank 0 only."""
+    bar = tqdm(
+        loader, desc=f"epoch {epoch} ({stage})", leave=False, disable=not distributed.is_main()
+    )
+    return enumerate(bar)
+
+
+def train_features(state: TrainingState, data: TrainingData, desc: str, which: str = "f"):
+    """Un-augmented features of every training image, in train.parquet order.
+
+    ``which``: ``f`` (the ReID feature), ``p`` (the CLIP projection) or ``raw`` (the tower's
+    two outputs before the BN-necks, as a pair).
+    """
+    # A training-section size, so evaluation settings never trigger retraining.
+    batch_size = 2 * state.config["train"]["P"] * state.config["train"]["K"]
+    if data.images is not None:
+        return cached_features(state.model, data.images, batch_size, state.device, which, desc)
+    return extract_features(
+        state.model,
+        data.root,
+        data.train["path"].tolist(),
+        input_size(state.config),
+        batch_size=batch_size,
+        num_workers=state.config["train"]["num_workers"],
+        device=state.device,
+        which=which,
+        desc=desc,
+    )
+
+
+def cached_features(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    which: str = "f",
+    desc: str = "features",
+):
+    """`extract_features` over the decoded-image cache (each rank a share, then gathered)."""
+    mine = list(range(len(images)))[distributed.rank() :: distributed.world_size()]
+    chunks = torch.as_tensor(mine, dtype=torch.long).split(batch_size)
+    batches = (normalize_uint8(images[chunk]) for chunk in chunks)
+    return features_of_batches(model, batches, mine, device, which, desc)
+
+
+def log_step(
+    loss_log: LossLog, epoch: int, step: int, lr: float, loss: torch.Tensor, terms: dict
+) -> None:
+    """Loss terms averaged over ranks (each rank's loss is the mean over its slice)."""
+    values = {k: distributed.mean_across_ranks(float(v.detach())) for k, v in terms.items()}
+    loss_log.add(
+        epoch, step, lr, loss=distributed.mean_across_ranks(float(loss.detach())), **values
+    )

@@ -1,0 +1,63 @@
+# Reference rows beside CCAFL: the pretrained CLIP with no ReID training, an untrained network
+# of the same architecture (both per retrieval feature), and the true cross-camera labels that
+# only the supervised reference run reads.
+
+
+rule zeroshot:
+    input:
+        unpack(clip_input),
+        train=f"{RESULTS}/ics/train.parquet",
+        query=f"{RESULTS}/ics/query.parquet",
+        gallery=f"{RESULTS}/ics/gallery.parquet",
+    output:
+        metrics=f"{RESULTS}/reference/zeroshot.json",
+    params:
+        cfg=cfg_json("dataset", "input", "clip", "train", "eval"),
+        clip=clip_arg,
+        ics_dir=f"{RESULTS}/ics",
+    resources:
+        gpu=GPUS,
+    threads: THREADS
+    log:
+        f"{LOGS}/zeroshot.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/zeroshot.tsv"
+    shell:
+        "{GPU_CCAFL} reference --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
+        "--out {output.metrics} > {log} 2>&1"
+
+
+rule untrained:
+    input:
+        train=f"{RESULTS}/ics/train.parquet",
+        query=f"{RESULTS}/ics/query.parquet",
+        gallery=f"{RESULTS}/ics/gallery.parquet",
+    output:
+        metrics=f"{RESULTS}/reference/untrained.json",
+    params:
+        cfg=cfg_json("dataset", "input", "clip", "train", "eval"),
+        ics_dir=f"{RESULTS}/ics",
+    resources:
+        gpu=GPUS,
+    threads: THREADS
+    log:
+        f"{LOGS}/untrained.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/untrained.tsv"
+    shell:
+        "{GPU_CCAFL} reference --untrained --set {params.cfg} --ics-dir {params.ics_dir} "
+        "--out {output.metrics} > {log} 2>&1"
+
+
+rule supervised_labels:
+    input:
+        train=f"{RESULTS}/ics/train.parquet",
+        truth=f"{RESULTS}/ics/train_truth.parquet",
+    output:
+        labels=f"{RESULTS}/supervised/labels.parquet",
+    params:
+        ics_dir=f"{RESULTS}/ics",
+    log:
+        f"{LOGS}/supervised_labels.log",
+    shell:
+        "{CCAFL} supervised-labels --ics-dir {params.ics_dir} --out {output.labels} > {log} 2>&1"
