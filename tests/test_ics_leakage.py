@@ -106,7 +106,7 @@ def test_no_training_stage_opens_the_truth_table(
     tiny_dataset: dict, prompt_run: dict, tmp_path: Path
 ) -> None:
     from ccafl.cli import main
-    from ccafl.training.inter import run_inter_epoch
+    from ccafl.training.inter import run_inter_epochs
     from ccafl.training.intra import run_intra
     from ccafl.training.prompt import run_prompt
     from ccafl.training.state import TrainingData
@@ -134,12 +134,12 @@ def test_no_training_stage_opens_the_truth_table(
         first = tmp_path / "intra" / "checkpoint.pt"
         stage(
             "stage 3, epoch 2",
-            lambda: run_inter_epoch(config, data, first, clip, 2, tmp_path / "e2"),
+            lambda: run_inter_epochs(config, data, first, clip, [2], [tmp_path / "e2"]),
         )
         second = tmp_path / "e2" / "checkpoint.pt"
         stage(
             "stage 3, epoch 3 (with ICAL)",
-            lambda: run_inter_epoch(config, data, second, clip, 3, tmp_path / "e3"),
+            lambda: run_inter_epochs(config, data, second, clip, [3], [tmp_path / "e3"]),
         )
         final = ["final", "--checkpoint", str(tmp_path / "e3" / "checkpoint.pt")]
         stage("final", lambda: main([*final, "--out", str(tmp_path / "final" / "model.pt")]))

@@ -81,17 +81,23 @@ def planned_commands(workdir: Path, gpus: int) -> list[dict]:
     return jobs
 
 
+def rule_family(rule: str) -> str:
+    """Stage 3 has one rule per block of epochs (inter_epochs_006, inter_epochs_013, ...)."""
+    return "inter_epochs" if rule.startswith("inter_epochs_") else rule
+
+
 def split_command(command: str, launchers: list[str]) -> tuple[str, str, str]:
     """(launcher, stage, arguments without --set) of one `... -m ccafl <stage> --set ...`."""
     launcher = max((x for x in launchers if command.startswith(x + " ")), key=len, default=None)
     assert launcher is not None, f"no known launcher starts {command[:200]!r}"
-    rest = shlex.split(command[len(launcher) :].split(" > ", 1)[0])
+    head, redirect, log = command[len(launcher) :].partition(" > ")
+    rest = shlex.split(head)
     stage, arguments = rest[0], rest[1:]
     if "--set" in arguments:  # the config sections: JSON, the same whatever the GPU count
         at = arguments.index("--set")
         assert isinstance(json.loads(arguments[at + 1]), dict)
         del arguments[at : at + 2]
-    return launcher, stage, " ".join(arguments) + " >" + command.split(" > ", 1)[1]
+    return launcher, stage, " ".join(arguments) + redirect + log
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +121,20 @@ def test_gpu_jobs_run_under_a_lease_and_stages_2_3_under_torchrun(plans: dict, g
             f"expected {want!r} (GPU rules under ccafl.gpu_lease, torchrun for stages 2-3 only "
             "when a job has more than one GPU)"
         )
-        seen.add((job["rule"], launcher))
+        seen.add((rule_family(job["rule"]), launcher))
     # The commands a GPU run needs are actually among the planned jobs.
-    expect = {("prompt", lease(gpus) + CCAFL), ("evaluate", lease(gpus) + CCAFL)}
+    on_gpu = lease(gpus) + CCAFL
     ddp = lease(gpus) + (torchrun(gpus) if gpus > 1 else CCAFL)
-    expect |= {("intra", ddp), ("inter_epoch", ddp), ("ics", CCAFL), ("final", CCAFL)}
+    expect = {
+        ("clip_pretrain", on_gpu),
+        ("prompt", on_gpu),
+        ("zeroshot", on_gpu),
+        ("evaluate", on_gpu),
+        ("intra", ddp),
+        ("inter_epochs", ddp),
+        ("ics", CCAFL),
+        ("final", CCAFL),
+    }
     assert expect <= seen, sorted(expect - seen)
 
 
@@ -141,3 +156,32 @@ def test_gpu_count_changes_only_the_launcher(plans: dict) -> None:
         )
 
     assert by_job(0) == by_job(1) == by_job(2)
+
+
+def exact_commands(gpus: int) -> dict[str, str]:
+    """The full shell commands of stages 1-3 on the default config (its --set JSON as CFG)."""
+    ddp = lease(gpus) + (torchrun(gpus) if gpus > 1 else CCAFL)
+    results, logs = "results/synthetic", "logs/synthetic"
+    paths = f"--ics-dir {results}/ics --prompt-dir {results}/prompt"
+    block = range(6, 13)  # train.epochs_per_job: 7 after E_intra = 5
+    return {
+        "prompt": f"{lease(gpus)}{CCAFL} prompt --set CFG --clip {results}/clip/pretrained.pt "
+        f"--ics-dir {results}/ics --out-dir {results}/prompt > {logs}/prompt.log 2>&1",
+        "intra": f"{ddp} intra --set CFG --clip {results}/clip/pretrained.pt {paths} "
+        f"--out-dir {results}/intra > {logs}/intra.log 2>&1",
+        "inter_epochs_006": f"{ddp} inter-epoch --set CFG  --epoch "
+        + " ".join(map(str, block))
+        + f" --previous {results}/intra/checkpoint.pt {paths} --out-dir "
+        + " ".join(f"{results}/inter/epoch_{e:03d}" for e in block)
+        + f" > {logs}/inter_epochs_006.log 2>&1",
+    }
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_exact_launch_commands_of_stages_1_to_3(plans: dict, gpus: int) -> None:
+    commands = {job["rule"]: job["command"] for job in plans[gpus]}
+    for rule, want in exact_commands(gpus).items():
+        got = re.sub(r"--set '[^']*'", "--set CFG", commands[rule])
+        assert got == want, (
+            f"gpus_per_job={gpus}: the {rule} job's command is\n  {got}\nexpected\n  {want}"
+        )

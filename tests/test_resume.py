@@ -96,40 +96,46 @@ def test_resume_restores_every_part_of_the_checkpoint(tiny_dataset: dict, intra_
 
 @pytest.fixture(scope="module")
 def chains(tiny_dataset: dict, intra_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The same epochs 3-5 twice: resumed from a checkpoint before each epoch, and in one go."""
-    from ccafl.training.inter import run_inter_epoch
+    """The same epochs 3-5 twice: in one go (one job running the block, as with
+    ``train.epochs_per_job: 3``), and resumed from the previous epoch's checkpoint before each
+    epoch in a process whose RNGs start elsewhere (one job per epoch)."""
+    from ccafl.training import inter
 
     config = chain_config(tiny_dataset["root"])
     data, clip = intra_run["data"], tiny_dataset["clip"]
     base = tmp_path_factory.mktemp("resume_chain")
+    prototypes: dict[str, list] = {"one_go": [], "resumed": []}
+    real_from_features = inter.PrototypeMemory.from_features
 
-    resumed = base / "resumed"
-    previous = intra_run["checkpoint"]
-    for epoch in CHAIN:
-        scramble_rng()
-        out = resumed / f"epoch_{epoch:03d}"
-        run_inter_epoch(config, data, previous, clip, epoch, out)
-        previous = out / "checkpoint.pt"
+    def recording(run: str):
+        def from_features(features, labels):
+            memory = real_from_features(features, labels)
+            prototypes[run].append(memory)  # updated in place during its epoch
+            return memory
 
-    # In one go: the state of epoch k is handed to epoch k+1 in memory; only epoch 3 starts from
-    # the stage-2 checkpoint. Everything else is the same code path as above.
-    one_go = base / "one_go"
-    live: dict[str, TrainingState] = {}
-    real_resume = TrainingState.resume
-
-    def carry_over(path, config, clip_path, n_gids):
-        if "state" not in live:
-            live["state"] = real_resume(path, config, clip_path, n_gids)
-        return live["state"]
+        return staticmethod(from_features)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(TrainingState, "resume", carry_over)
+        patch.setattr(inter.PrototypeMemory, "from_features", recording("one_go"))
+        one_go = base / "one_go"
+        inter.run_inter_epochs(
+            config,
+            data,
+            intra_run["checkpoint"],
+            clip,
+            list(CHAIN),
+            [one_go / f"epoch_{e:03d}" for e in CHAIN],
+        )
+        patch.setattr(inter.PrototypeMemory, "from_features", recording("resumed"))
+        resumed = base / "resumed"
         previous = intra_run["checkpoint"]
         for epoch in CHAIN:
-            out = one_go / f"epoch_{epoch:03d}"
-            run_inter_epoch(config, data, previous, clip, epoch, out)
+            scramble_rng()
+            out = resumed / f"epoch_{epoch:03d}"
+            inter.run_inter_epochs(config, data, previous, clip, [epoch], [out])
             previous = out / "checkpoint.pt"
-    return {"resumed": resumed, "one_go": one_go}
+    final = {run: [m.prototypes.clone() for m in memories] for run, memories in prototypes.items()}
+    return {"resumed": resumed, "one_go": one_go, "prototypes": final}
 
 
 @pytest.mark.parametrize("epoch", CHAIN)
@@ -148,6 +154,12 @@ def test_resumed_epoch_equals_the_epoch_trained_in_one_go(chains: dict, epoch: i
         f"trained in one process in {', '.join(PART_NAMES.get(p, p) for p in diff)}: resume "
         "does not restore everything the checkpoint holds; first differences: "
         f"{[d for ds in diff.values() for d in ds[:1]]}"
+    )
+    at = CHAIN.index(epoch)
+    diff = differences(chains["prototypes"]["resumed"][at], chains["prototypes"]["one_go"][at])
+    assert not diff, (
+        f"epoch {epoch} resumed from epoch {epoch - 1}'s checkpoint ends with other inter-camera "
+        "prototypes (Eq. 13 memory) than the same epoch trained in one go: resume is not exact"
     )
     for name in ARTIFACTS:
         a = pd.read_parquet(chains["resumed"] / folder / name)

@@ -28,6 +28,7 @@ class Stage2Spy:
         self.data = None
         self.calls = {"centroid": 0, "instance": 0, "text": 0}
         self.n_batches = 0
+        self.mixed_batches = 0
 
     def install(self, patch: pytest.MonkeyPatch) -> None:
         real_loader, real_create = intra.epoch_loader, TrainingState.create
@@ -45,18 +46,19 @@ class Stage2Spy:
                 def __iter__(self):
                     for images, index in batches:
                         spy.index, spy.n_batches = index.clone(), spy.n_batches + 1
+                        cameras = set(data.cameras[index.numpy()].tolist())
+                        spy.mixed_batches += len(cameras) > 1
                         if spy.check_single_camera:
-                            cameras = set(data.cameras[index.numpy()].tolist())
                             assert len(cameras) == 1, (
                                 f"stage 2 drew a batch mixing cameras {sorted(cameras)}: "
-                                "per-camera PK sampling is broken"
+                                "per-camera PK sampling (train.intra_batches: camera) is broken"
                             )
                         yield images, index
 
             return Recording()
 
-        def create(config, clip_path, n_gids):
-            state = real_create(config, clip_path, n_gids)
+        def create(*args, **kwargs):
+            state = real_create(*args, **kwargs)
             state.module.register_forward_hook(spy.record_outputs)
             return state
 
@@ -144,8 +146,10 @@ class Stage2Spy:
         )
 
 
-def run_stage2(tiny_dataset: dict, intra_run: dict, tmp_path, spy: Stage2Spy) -> None:
-    config = tiny_config(tiny_dataset["root"], train={"iters_per_epoch": 6})
+def run_stage2(tiny_dataset: dict, intra_run: dict, tmp_path, spy: Stage2Spy, batches: str):
+    config = tiny_config(
+        tiny_dataset["root"], train={"iters_per_epoch": 6, "intra_batches": batches}
+    )
     with pytest.MonkeyPatch.context() as patch:
         spy.install(patch)
         intra.run_intra(config, intra_run["data"], tiny_dataset["clip"], tmp_path)
@@ -153,14 +157,19 @@ def run_stage2(tiny_dataset: dict, intra_run: dict, tmp_path, spy: Stage2Spy) ->
 
 
 def test_every_stage2_batch_holds_one_camera(tiny_dataset, intra_run, tmp_path) -> None:
+    """train.intra_batches: camera (the default) draws every batch from one camera."""
     spy = Stage2Spy(check_single_camera=True)
-    run_stage2(tiny_dataset, intra_run, tmp_path, spy)
+    run_stage2(tiny_dataset, intra_run, tmp_path, spy, "camera")
 
 
+@pytest.mark.parametrize("batches", ["camera", "mixed"])
 def test_stage2_losses_compare_images_only_with_their_own_camera(
-    tiny_dataset, intra_run, tmp_path
+    tiny_dataset, intra_run, tmp_path, batches: str
 ) -> None:
+    """Whatever the batches hold, each image meets only its own camera's memories and texts."""
     spy = Stage2Spy(check_single_camera=False)
-    run_stage2(tiny_dataset, intra_run, tmp_path, spy)
+    run_stage2(tiny_dataset, intra_run, tmp_path, spy, batches)
     assert spy.calls["centroid"] >= 12 and spy.calls["instance"] >= 12 and spy.calls["text"] >= 12
     assert len(set(spy.data.cameras.tolist())) >= 3  # several cameras took part
+    if batches == "mixed":  # guards the test: per-camera splitting of a batch was exercised
+        assert spy.mixed_batches > 0, "train.intra_batches: mixed drew no batch mixing cameras"
