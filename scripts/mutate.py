@@ -135,8 +135,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stage2-mixed-camera-batches",
         "ccafl/training/intra.py",
-        "epoch_loader(state, data, data.gids, epoch, groups=data.cameras)",
-        "epoch_loader(state, data, data.gids, epoch, groups=None)",
+        'groups = data.cameras if train["intra_batches"] == "camera" else None',
+        "groups = None",
         (STAGE2, TRAINING),
         "stage 2 draws batches over all cameras instead of one camera per batch",
     ),

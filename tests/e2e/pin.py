@@ -1,10 +1,17 @@
 """The end-to-end metrics pinned for the tiny integration config on CPU, and how to regenerate them.
 
-Training is deterministic on CPU, so the e2e run (tests/e2e/config.yaml) must reproduce its
-evaluation metrics and its per-epoch association figures exactly; tests/e2e/pinned.json holds
-them and tests/e2e/test_pipeline.py compares. A change that is *meant* to move them (the
-synthetic benchmark, training, evaluation) regenerates the file with one command, run from the
-repository root:
+tests/e2e/pinned.json holds what the e2e run (tests/e2e/config.yaml) must reproduce: the
+evaluation's mAP, rank-1 and mINP and, per stage-3 epoch, the association's pairwise precision,
+recall and number of clusters. tests/e2e/test_pipeline.py compares them within TOLERANCES, not
+exactly: CI runs on another machine "like this one" but possibly another CPU, whose BLAS and
+oneDNN kernels (AVX2 vs AVX-512, other blockings) round float sums differently, and the
+association is discontinuous (a mutual nearest-neighbour edge or a distance threshold decides on
+a near-tie), so one rounding difference can flip an edge and move everything trained after it
+a little. Exact determinism on one machine is tested separately (the same run twice gives
+bit-identical metrics and weights: test_pipeline.py's rerun and epoch-block tests).
+
+A change that is *meant* to move the figures (the synthetic benchmark, training, evaluation)
+regenerates the file with one command, run from the repository root:
 
     python -m tests.e2e.pin                      # runs the tiny DAG in a temporary folder
     python -m tests.e2e.pin --results DIR        # or pins an existing run's results/tiny
@@ -28,7 +35,20 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "tests" / "e2e" / "config.yaml"
 PINNED = REPO / "tests" / "e2e" / "pinned.json"
 REGENERATE = "python -m tests.e2e.pin"
-TOLERANCE = 1e-6
+# How far each figure may move on another CPU before the test calls it a change (absolute).
+# mAP and mINP: 2 points, several times what one flipped association edge or one swapped
+# near-tie in a ranking moves them on the tiny world, and well below what a broken equation
+# does. Rank-1 moves in steps of one query (about 25 queries, 0.04 each): two steps.
+# Association: the tiny world has about 40 ICS ids and a handful of associated pairs, so one
+# flipped edge moves precision by up to 1/7 and the cluster count by 1-2.
+TOLERANCES = {
+    "mAP": 0.02,
+    "mINP": 0.02,
+    "rank1": 0.09,
+    "assoc_precision": 0.15,
+    "assoc_recall": 0.15,
+    "n_clusters": 2,
+}
 EVAL_KEYS = ("mAP", "rank1", "mINP")
 EPOCH_KEYS = ("assoc_precision", "assoc_recall", "n_clusters")
 
@@ -60,18 +80,26 @@ def collect(results: Path) -> dict:
     return {"eval": {key: metrics[key] for key in EVAL_KEYS}, "epochs": epochs}
 
 
-def differences(actual: dict, pinned: dict, where: str = "") -> list[str]:
-    """'<key>: <actual> (pinned <value>)' for every figure that moved more than TOLERANCE."""
+def differences(
+    actual: dict, pinned: dict, tolerances: dict[str, float] | None = None, where: str = ""
+) -> list[str]:
+    """'<key>: <actual> (pinned <value> +- <tolerance>)' for every figure that moved more than
+    its tolerance (TOLERANCES by default; ``{}`` compares exactly)."""
+    tolerances = TOLERANCES if tolerances is None else tolerances
     if isinstance(pinned, dict) and isinstance(actual, dict):
         if actual.keys() != pinned.keys():
             return [f"{where or 'top level'}: keys {sorted(actual)} (pinned {sorted(pinned)})"]
-        return [d for k in pinned for d in differences(actual[k], pinned[k], f"{where}{k}.")]
+        return [
+            d for k in pinned for d in differences(actual[k], pinned[k], tolerances, f"{where}{k}.")
+        ]
+    key = where.rstrip(".").rsplit(".", 1)[-1]
+    tolerance = tolerances.get(key, 0.0)
     if isinstance(pinned, int | float) and isinstance(actual, int | float):
-        if math.isclose(actual, pinned, rel_tol=0, abs_tol=TOLERANCE):
+        if math.isclose(actual, pinned, rel_tol=0, abs_tol=tolerance):
             return []
     elif actual == pinned:
         return []
-    return [f"{where.rstrip('.')}: {actual!r} (pinned {pinned!r})"]
+    return [f"{where.rstrip('.')}: {actual!r} (pinned {pinned!r} +- {tolerance:g})"]
 
 
 def write_pinned(values: dict, path: Path = PINNED) -> None:
@@ -110,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     old = json.loads(PINNED.read_text()) if PINNED.is_file() else None
     write_pinned(values)
-    moved = differences(values, old) if old is not None else ["(no previous pins)"]
+    moved = differences(values, old, {}) if old is not None else ["(no previous pins)"]
     print(f"wrote {PINNED.relative_to(REPO)}; changed: " + ("; ".join(moved) or "nothing"))
     return 0
 
