@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 
-.PHONY: install demo test lint report clean-results
+.PHONY: install demo test lint report clean-results mutate pin-e2e
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: install
 lint: install
 	$(BIN)/ruff check ccafl tests benchmarks scripts
 	$(BIN)/ruff format --check ccafl tests benchmarks scripts
+
+# Before a release: small deliberate bugs in the core modules; lists those no test catches.
+mutate: install
+	nice -n 19 $(BIN)/python scripts/mutate.py
+
+# When a change is meant to move the e2e metrics: regenerate tests/e2e/pinned.json.
+pin-e2e: install
+	$(BIN)/python -m tests.e2e.pin
 
 report: install
 	$(BIN)/snakemake --report report.html

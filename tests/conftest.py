@@ -175,3 +175,16 @@ def prompt_run(tiny_dataset: dict) -> dict:
         config, tiny_dataset["root"], tiny_dataset["ics"], tiny_dataset["clip"], out
     )
     return {"config": config, "dir": out, "metrics": metrics}
+
+
+@pytest.fixture(scope="session")
+def intra_run(tiny_dataset: dict, prompt_run: dict) -> dict:
+    """Stage 2 on the tiny set (epochs 1-2): the starting point of the stage-3 tests."""
+    from ccafl.training.intra import run_intra
+    from ccafl.training.state import TrainingData
+
+    config = tiny_config(tiny_dataset["root"])
+    data = TrainingData.load(tiny_dataset["root"], tiny_dataset["ics"], prompt_run["dir"])
+    out = tiny_dataset["base"] / "intra"
+    run_intra(config, data, tiny_dataset["clip"], out)
+    return {"config": config, "data": data, "checkpoint": out / "checkpoint.pt"}

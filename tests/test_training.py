@@ -87,18 +87,6 @@ def test_training_refuses_a_table_with_person_ids(
         TrainingData.load(tiny_dataset["root"], tmp_path, prompt_run["dir"])
 
 
-@pytest.fixture(scope="module")
-def intra_run(tiny_dataset: dict, prompt_run: dict) -> dict:
-    from ccafl.training.intra import run_intra
-    from ccafl.training.state import TrainingData
-
-    config = tiny_config(tiny_dataset["root"])
-    data = TrainingData.load(tiny_dataset["root"], tiny_dataset["ics"], prompt_run["dir"])
-    out = tiny_dataset["base"] / "intra"
-    run_intra(config, data, tiny_dataset["clip"], out)
-    return {"config": config, "data": data, "checkpoint": out / "checkpoint.pt"}
-
-
 def _inter_epoch_cli(tiny_dataset: dict, intra_run: dict, prompt_dir: Path, out: Path) -> None:
     import json
 

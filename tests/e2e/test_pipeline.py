@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pin import PINNED, REGENERATE, collect, differences
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -59,6 +60,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "config").mkdir()
     shutil.copy(REPO / "tests" / "e2e" / "config.yaml", work / "config" / "config.yaml")
     snakemake(work)
+    # The first run's pinned figures, to compare the rerun of deleted epochs with exactly.
+    (work / "first_run.json").write_text(json.dumps(collect(work / "results" / "tiny")))
     return work
 
 
@@ -88,6 +91,21 @@ def test_full_dag_produces_the_contract_artifacts(workdir: Path) -> None:
     for name in OUTPUTS:  # the report rule is part of the default target
         assert (results / "report" / name).stat().st_size > 0, name
     assert f"{100 * metrics['mAP']:.1f}" in (results / "report" / "metrics.md").read_text()
+
+
+def assert_pinned(results: Path) -> None:
+    moved = differences(collect(results), json.loads(PINNED.read_text()))
+    assert not moved, (
+        "the tiny e2e run's metrics moved away from tests/e2e/pinned.json by more than "
+        "another CPU's rounding explains (tolerances in tests/e2e/pin.py): "
+        + "; ".join(moved)
+        + f". If the change is intended, regenerate the pins with `{REGENERATE}` (or "
+        "`make pin-e2e`) and commit them."
+    )
+
+
+def test_metrics_equal_the_pinned_values(workdir: Path) -> None:
+    assert_pinned(workdir / "results" / "tiny")
 
 
 def test_final_model_loads_in_one_call(workdir: Path) -> None:
@@ -121,6 +139,22 @@ def test_changed_eval_parameter_reruns_only_evaluation(workdir: Path) -> None:
     assert set(jobs) <= {"evaluate", "zeroshot", "report", "all"}
 
 
+def test_changed_train_parameter_reruns_training_but_not_ics(workdir: Path) -> None:
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    config["train"]["lr"] = 1e-4
+    changed = workdir / "changed_train.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(workdir, "--configfile", str(changed))
+    assert {"intra", "final", "evaluate"} <= set(jobs), jobs
+    # Blocks of one epoch here: one stage-3 job per epoch after E_intra.
+    first, last = config["train"]["intra_epochs"] + 1, config["train"]["epochs"]
+    stage3 = {rule for rule in jobs if rule.startswith("inter_epochs")}
+    assert stage3 == {f"inter_epochs_{e:03d}" for e in range(first, last + 1)}, jobs
+    assert not {"synthesize", "ics", "clip_pretrain", "prompt"} & set(jobs), (
+        f"a train.* key change reran a stage that does not read it: {jobs}"
+    )
+
+
 def test_deleted_epoch_reruns_from_that_epoch(workdir: Path) -> None:
     results = workdir / "results" / "tiny"
     shutil.rmtree(results / "inter" / "epoch_004")
@@ -134,6 +168,19 @@ def test_deleted_epoch_reruns_from_that_epoch(workdir: Path) -> None:
     snakemake(workdir)
     assert (results / "inter" / "epoch_004" / "checkpoint.pt").is_file()
     assert planned_jobs(workdir) == {}
+
+
+def test_rerun_from_a_deleted_epoch_reproduces_the_pinned_metrics(workdir: Path) -> None:
+    """Epochs 4-5 and the evaluation were recomputed from epoch 3's checkpoint just above: on
+    one machine they reproduce the first run exactly, and so stay within the pins."""
+    rerun = collect(workdir / "results" / "tiny")
+    first = json.loads((workdir / "first_run.json").read_text())
+    moved = differences(rerun, first, {})
+    assert not moved, (
+        "epochs 4-5 recomputed from epoch 3's checkpoint differ from the first run on the same "
+        "machine (resume or training is not deterministic): " + "; ".join(moved)
+    )
+    assert_pinned(workdir / "results" / "tiny")
 
 
 def test_ablation_table(workdir: Path) -> None:

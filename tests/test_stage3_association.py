@@ -1,0 +1,113 @@
+"""Stage 3 trains on its association (Eq. 12-19): the pseudo-labels written to labels.parquet are
+the ones the sampler draws over and the losses use as targets, and on the tiny world they merge
+gids across cameras.
+
+Stage 3 with every gid as its own pseudo-label still trains, writes well-formed artifacts and
+keeps the association precision in [0, 1]; only these checks tell it apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_config
+
+import ccafl.training.inter as inter
+
+
+@pytest.fixture(scope="module")
+def spied_epoch(tiny_dataset: dict, intra_run: dict, tmp_path_factory: pytest.TempPathFactory):
+    """One stage-3 epoch (with ICAL) in-process, recording what the sampler and losses get."""
+    config = tiny_config(tiny_dataset["root"], train={"epochs": 3, "adv_start": 3})
+    out = tmp_path_factory.mktemp("stage3") / "epoch_003"
+    seen: dict[str, list] = {"batches": [], "sampler": [], "ipcl": [], "i2tce": [], "ical": []}
+
+    def spy_loader(state, data, labels, epoch, *args, **kwargs):
+        seen["sampler"].append(np.asarray(labels).copy())
+        loader = real_loader(state, data, labels, epoch, *args, **kwargs)
+
+        class Recording:
+            def __len__(self) -> int:
+                return len(loader)
+
+            def __iter__(self):
+                for images, index in loader:
+                    seen["batches"].append(index.clone())
+                    yield images, index
+
+        return Recording()
+
+    def spy_ipcl(feats, prototypes, targets, *args, **kwargs):
+        seen["ipcl"].append((prototypes.shape[0], targets.detach().cpu().clone()))
+        return real_ipcl(feats, prototypes, targets, *args, **kwargs)
+
+    def spy_i2tce(proj, text, targets, *args, **kwargs):
+        seen["i2tce"].append((text.shape[0], targets.detach().cpu().clone()))
+        return real_i2tce(proj, text, targets, *args, **kwargs)
+
+    def spy_ical(gids, pseudo_labels_of_gids, *args, **kwargs):
+        seen["ical"].append(pseudo_labels_of_gids.detach().cpu().clone())
+        return real_ical(gids, pseudo_labels_of_gids, *args, **kwargs)
+
+    real_loader, real_ipcl = inter.epoch_loader, inter.prototype_contrastive_loss
+    real_i2tce, real_ical = inter.image_text_cross_entropy, inter.ical_targets
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inter, "epoch_loader", spy_loader)
+        patch.setattr(inter, "prototype_contrastive_loss", spy_ipcl)
+        patch.setattr(inter, "image_text_cross_entropy", spy_i2tce)
+        patch.setattr(inter, "ical_targets", spy_ical)
+        inter.run_inter_epochs(
+            config, intra_run["data"], intra_run["checkpoint"], tiny_dataset["clip"], [3], [out]
+        )
+    labels = pd.read_parquet(out / "labels.parquet").sort_values("gid")
+    return {"seen": seen, "labels": labels, "out": Path(out), "data": intra_run["data"]}
+
+
+def test_pseudo_labels_merge_gids_across_cameras(spied_epoch: dict) -> None:
+    labels = spied_epoch["labels"]
+    edges = pd.read_parquet(spied_epoch["out"] / "graph.parquet")
+    n_gids, n_clusters = len(labels), labels["cluster"].nunique()
+    assert len(edges) > 0, "the tiny world's association found no edge: the test cannot see merges"
+    assert n_clusters < n_gids, (
+        f"stage 3 ignores its association: {n_gids} gids give {n_clusters} pseudo-labels although "
+        f"graph.parquet has {len(edges)} edges (every gid is its own pseudo-label)"
+    )
+    # Every kept edge joins two gids into one pseudo-label.
+    cluster = labels.set_index("gid")["cluster"]
+    joined = cluster[edges["src_gid"]].to_numpy() == cluster[edges["dst_gid"]].to_numpy()
+    assert joined.all(), "an edge of graph.parquet joins gids that labels.parquet keeps apart"
+
+
+def test_losses_and_sampler_use_the_association_labels(spied_epoch: dict) -> None:
+    seen, data = spied_epoch["seen"], spied_epoch["data"]
+    cluster_of_gid = torch.as_tensor(spied_epoch["labels"]["cluster"].to_numpy())
+    image_labels = cluster_of_gid[torch.as_tensor(data.gids)]
+    n_clusters = int(cluster_of_gid.max()) + 1
+    assert seen["batches"] and len(seen["ipcl"]) == len(seen["batches"])
+
+    for index, (n_prototypes, targets) in zip(seen["batches"], seen["ipcl"], strict=True):
+        assert n_prototypes == n_clusters, (
+            f"L_IPCL scores {n_prototypes} prototypes, but the association made {n_clusters} "
+            "pseudo-labels: stage 3 ignores its association"
+        )
+        assert torch.equal(targets, image_labels[index]), (
+            "L_IPCL targets are not the association's pseudo-labels of the batch images "
+            "(labels.parquet): stage 3 ignores its association"
+        )
+    assert len(seen["sampler"]) == 1
+    assert np.array_equal(seen["sampler"][0], image_labels.numpy()), (
+        "stage 3's PK sampler does not draw over the association's pseudo-labels (labels.parquet)"
+    )
+    for index, (n_texts, targets) in zip(seen["batches"], seen["i2tce"], strict=True):
+        assert n_texts == n_clusters and torch.equal(targets, image_labels[index]), (
+            "L_i2tce_inter (Eq. 15) does not use one text per pseudo-label of the association"
+        )
+    assert len(seen["ical"]) == len(seen["batches"])  # ICAL is on in this epoch
+    for labels in seen["ical"]:
+        assert torch.equal(labels, cluster_of_gid), (
+            "ICAL's positives (Eq. 19) do not come from the association's pseudo-labels"
+        )
