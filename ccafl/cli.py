@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ccafl.checks import check_config
-from ccafl.config import load_config
+from ccafl.config import load_config, parse_overrides, restrict_to
 from ccafl.errors import UserError
 from ccafl.logs import redirect_output, setup_logging
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _, handler, _ = _COMMANDS[args.command]
     try:
-        handler(args, check_config(load_config(args.config, args.overrides)))
+        handler(args, _stage_config(args))
     except Exception as error:
         line = user_error_line(error)
         if line is None or debug:
@@ -150,6 +150,20 @@ def main(argv: list[str] | None = None) -> int:
             print(message, file=terminal, flush=True)
         return 2
     return 0
+
+
+def _stage_config(args: argparse.Namespace) -> dict:
+    """The validated config; under ``CCAFL_STRICT_CONFIG=1`` only the keys ``--set`` names.
+
+    The strict form is for the end-to-end tests: every rule passes its stage the config keys
+    the stage reads, and a stage reading a key its rule left out then fails with a KeyError
+    instead of silently running with the default (which Snakemake would not rerun for).
+    """
+    config = check_config(load_config(args.config, args.overrides))
+    strict = os.environ.get("CCAFL_STRICT_CONFIG", "") not in ("", "0")
+    if strict and args.config is None:
+        config = restrict_to(config, parse_overrides(args.overrides) if args.overrides else {})
+    return config
 
 
 def user_error_line(error: BaseException) -> str | None:

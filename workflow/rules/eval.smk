@@ -11,7 +11,7 @@ rule evaluate:
         cmc=f"{RESULTS}/{RUN}eval/cmc.parquet",
         features=f"{RESULTS}/{RUN}eval/features.parquet",
     params:
-        cfg=run_cfg("dataset", "input", "clip", "train", "eval"),
+        cfg=run_cfg(*EVALUATE_KEYS),
         ics_dir=f"{RESULTS}/ics",
         out_dir=lambda w: f"{RESULTS}/{w.run}eval",
         label=lambda w: w.run.removeprefix("ablation/").rstrip("/") or "CCAFL",
@@ -21,7 +21,7 @@ rule evaluate:
     log:
         f"{LOGS}/{RUN}evaluate.log",
     benchmark:
-        f"{RESULTS}/{RUN}benchmarks/evaluate.tsv"
+        benchmark_file("evaluate", RUN)
     shell:
         "{GPU_CCAFL} evaluate --set {params.cfg} --model {input.model} --label {params.label} "
         "--ics-dir {params.ics_dir} --out-dir {params.out_dir} > {log} 2>&1"
@@ -35,7 +35,7 @@ rule ablation:
     output:
         table=f"{RESULTS}/ablation/table.md",
     params:
-        cfg=cfg_json(*config),
+        cfg=cfg_json(*VARIANT_TABLE_KEYS),  # each variant's loss switches and backbone
         runs=lambda w, input: run_args("variants", input.runs),
     log:
         f"{LOGS}/ablation.log",
@@ -51,12 +51,11 @@ rule sweep:
     output:
         table=f"{RESULTS}/ablation/sweep.md",
     params:
-        cfg=cfg_json(*config),
         runs=lambda w, input: run_args("sweeps", input.runs),
     log:
         f"{LOGS}/sweep.log",
     shell:
-        "{CCAFL} variant-table --set {params.cfg} --group sweeps {params.runs} "
+        "{CCAFL} variant-table --group sweeps {params.runs} "
         "--out {output.table} > {log} 2>&1"
 
 

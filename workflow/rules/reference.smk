@@ -12,7 +12,7 @@ rule zeroshot:
     output:
         metrics=f"{RESULTS}/reference/zeroshot.json",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "train", "eval"),
+        cfg=cfg_json(*ZEROSHOT_KEYS),
         clip=clip_arg,
         ics_dir=f"{RESULTS}/ics",
     resources:
@@ -21,7 +21,7 @@ rule zeroshot:
     log:
         f"{LOGS}/zeroshot.log",
     benchmark:
-        f"{RESULTS}/benchmarks/zeroshot.tsv"
+        benchmark_file("zeroshot")
     shell:
         "{GPU_CCAFL} reference --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
         "--out {output.metrics} > {log} 2>&1"
@@ -35,7 +35,7 @@ rule untrained:
     output:
         metrics=f"{RESULTS}/reference/untrained.json",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "train", "eval"),
+        cfg=cfg_json(*UNTRAINED_KEYS),
         ics_dir=f"{RESULTS}/ics",
     resources:
         gpu=GPUS,
@@ -43,7 +43,7 @@ rule untrained:
     log:
         f"{LOGS}/untrained.log",
     benchmark:
-        f"{RESULTS}/benchmarks/untrained.tsv"
+        benchmark_file("untrained")
     shell:
         "{GPU_CCAFL} reference --untrained --set {params.cfg} --ics-dir {params.ics_dir} "
         "--out {output.metrics} > {log} 2>&1"
