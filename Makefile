@@ -24,8 +24,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check ccafl tests benchmarks
-	$(BIN)/ruff format --check ccafl tests benchmarks
+	$(BIN)/ruff check ccafl tests benchmarks scripts
+	$(BIN)/ruff format --check ccafl tests benchmarks scripts
 
 report: install
 	$(BIN)/snakemake --report report.html

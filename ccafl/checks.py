@@ -288,10 +288,18 @@ def checked_checkpoint(path: str) -> str:
 # --------------------------------------------------------------------------- the workflow
 
 
-def workflow_config(config: dict, workdir: Path | None = None, *, files: bool = True) -> dict:
+def workflow_config(
+    config: dict,
+    workdir: Path | None = None,
+    *,
+    files: bool = True,
+    imported_clip: str | Path | None = None,
+) -> dict:
     """The validated config of a Snakemake run; UserError naming the first thing at fault.
 
     ``files=False`` checks the config alone (for maintenance commands such as --unlock).
+    ``imported_clip``: the clip_import rule's copy of the main config's weights; once it
+    exists the source is not needed any more (it may be gone), so it is not checked.
     """
     workdir = Path.cwd() if workdir is None else workdir
     config = validate(config)
@@ -308,6 +316,9 @@ def workflow_config(config: dict, workdir: Path | None = None, *, files: bool = 
     problem = dataset_problem(config["dataset"], workdir)
     if problem:
         raise ConfigError(problem)
+    main_source = (config["clip"]["model"], config["clip"]["pretrained"])
+    if imported_clip is not None and (workdir / imported_clip).is_file():
+        clips.pop(main_source, None)
     for (model, pretrained), run in clips.items():
         problem = weights_problem({"model": model, "pretrained": pretrained}, workdir)
         if problem:
@@ -316,12 +327,14 @@ def workflow_config(config: dict, workdir: Path | None = None, *, files: bool = 
     return config
 
 
-def workflow_config_or_exit(config: dict, argv: list[str] | None = None) -> dict:
+def workflow_config_or_exit(
+    config: dict, argv: list[str] | None = None, imported_clip: str | None = None
+) -> dict:
     """`workflow_config` for the Snakefile: a problem ends Snakemake with its one line."""
     argv = sys.argv if argv is None else argv
     files = not MAINTENANCE_FLAGS.intersection(argv)
     try:
-        return workflow_config(config, files=files)
+        return workflow_config(config, files=files, imported_clip=imported_clip)
     except UserError as error:
         sys.exit(f"ccafl: {error}")
 

@@ -170,6 +170,10 @@ def test_from_config() -> None:
         SyntheticSpec.from_config({"n_camera": 3})
     with pytest.raises(ValueError):
         SyntheticSpec.from_config({"cameras_per_id": [1, 3]})
+    # Fewer cameras than the range's top: a person is seen by at most all of them.
+    assert SyntheticSpec.from_config({"n_cameras": 3}).cameras_per_id == (2, 3)
+    with pytest.raises(ValueError):
+        SyntheticSpec.from_config({"n_cameras": 3, "cameras_per_id": [4, 4]})
 
 
 def test_captions_name_a_few_visible_parts_and_some_are_wrong() -> None:

@@ -78,10 +78,14 @@ class SyntheticSpec:
         low_cams, high_cams = self.cameras_per_id
         if self.n_cameras < 2:
             raise ValueError("n_cameras must be >= 2: ICS needs cross-camera matches")
-        if low_cams < 2 or high_cams > self.n_cameras:
+        if low_cams < 2 or low_cams > self.n_cameras:
             raise ValueError(
                 f"cameras_per_id must lie in [2, n_cameras], got {self.cameras_per_id}"
             )
+        if high_cams > self.n_cameras:
+            # A world with fewer cameras than the default range's top (n_cameras: 3 with
+            # [2, 4]) sees each person in at most all of its cameras.
+            object.__setattr__(self, "cameras_per_id", (low_cams, self.n_cameras))
         if self.frames_per_camera[0] < 1 or self.pretrain_frames[0] < 1:
             raise ValueError("frames_per_camera and pretrain_frames must be >= 1")
         if self.ids_per_look < 1:

@@ -1,0 +1,111 @@
+"""Reference rows (zero-shot, untrained, supervised) and the calibration table."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config
+
+from ccafl.ablation import CALIBRATION_TARGETS, calibration_table, write_calibration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _metrics(path: Path, m_ap: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"mAP": m_ap, "rank1": m_ap, "mINP": m_ap}))
+    return path
+
+
+def _reference(path: Path, best: float, feature: str = "projection") -> Path:
+    path.write_text(json.dumps({"best": {"mAP": best, "feature": feature, "way": "raw"}}))
+    return path
+
+
+def test_calibration_ratios_and_targets(tmp_path: Path) -> None:
+    result = calibration_table(
+        _reference(tmp_path / "z.json", 0.30),
+        _reference(tmp_path / "u.json", 0.05, "pooled"),
+        {0: _metrics(tmp_path / "c0.json", 0.62), 1: _metrics(tmp_path / "c1.json", 0.58)},
+        {0: _metrics(tmp_path / "s0.json", 0.70), 1: _metrics(tmp_path / "s1.json", 0.70)},
+    )
+    points = result["points"]
+    assert points["ccafl"]["mAP"] == pytest.approx(60.0)
+    assert points["ccafl"]["std"] == pytest.approx(2.8284, abs=1e-3)
+    ratios = {r["ratio"]: r for r in result["ratios"]}
+    assert len(ratios) == len(CALIBRATION_TARGETS)
+    assert ratios["CCAFL / best zero-shot"]["value"] == pytest.approx(2.0)
+    assert ratios["CCAFL / supervised"]["value"] == pytest.approx(60 / 70)
+    assert ratios["CCAFL / supervised"]["met"]  # 0.857 >= 0.85
+    assert ratios["best zero-shot / best untrained"]["value"] == pytest.approx(6.0)
+    out = tmp_path / "calibration.md"
+    write_calibration(result, out)
+    text = out.read_text()
+    assert "| CCAFL / supervised | 0.86 | >= 0.85 | yes |" in text
+    assert json.loads(out.with_suffix(".json").read_text())["points"]["supervised"]["mAP"] == 70
+    low = calibration_table(
+        _reference(tmp_path / "z.json", 0.50),
+        _reference(tmp_path / "u.json", 0.05),
+        {0: _metrics(tmp_path / "c0.json", 0.55)},
+        {0: _metrics(tmp_path / "s0.json", 0.70)},
+    )
+    assert not {r["ratio"]: r for r in low["ratios"]}["CCAFL / best zero-shot"]["met"]
+
+
+def test_only_the_supervised_run_reads_true_labels(tmp_path: Path) -> None:
+    """Dry run of the ablation DAG: the supervised variant's stage-3 jobs get the labels table
+    made from the truth table; no ICS run's job does, and no training job names the truth."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "ablation",
+            "-n",
+            "-p",
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if " -m ccafl " in line]
+    inter = [line for line in lines if " -m ccafl inter-epoch " in line]
+    assert inter and any(" -m ccafl supervised-labels " in line for line in lines)
+    for line in inter:
+        supervised = "results/synthetic/ablation/supervised-s" in line
+        assert ("--labels results/synthetic/supervised/labels.parquet" in line) == supervised
+    training = ("prompt", "intra", "inter-epoch", "final")
+    for line in lines:
+        if re.search(r" -m ccafl (" + "|".join(training) + ") ", line):
+            assert "train_truth" not in line
+
+
+def test_reference_rows_on_a_tiny_world(tiny_dataset: dict) -> None:
+    from ccafl.reference import reference_metrics
+
+    config = tiny_config(tiny_dataset["root"])
+    clip = reference_metrics(
+        config, tiny_dataset["clip"], tiny_dataset["root"], tiny_dataset["ics"]
+    )
+    untrained = reference_metrics(
+        config, None, tiny_dataset["root"], tiny_dataset["ics"], untrained=True
+    )
+    for result in (clip, untrained):
+        rows = [
+            result[f][w] for f in ("pooled", "projection", "concat") for w in ("raw", "calibrated")
+        ]
+        assert all(0 < row["mAP"] <= 1 for row in rows)
+        assert result["best"]["mAP"] == max(row["mAP"] for row in rows)
+    assert untrained["source"] == "untrained" and clip["source"] == "captions"
