@@ -216,8 +216,30 @@ def _final(args: argparse.Namespace, config: dict) -> None:
     log.info("final model (epoch %d) written to %s", checkpoint["epoch"], args.out)
 
 
+def _loader_workers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        metavar="N",
+        help="DataLoader workers of the feature extraction (default: train.num_workers); the "
+        "rules pass it outside the stage's config keys, since the features do not depend on it",
+    )
+
+
+def with_loader_workers(config: dict, workers: int | None) -> dict:
+    """``config`` with train.num_workers set to ``workers`` (unchanged when None).
+
+    Why: the evaluation's loader reads train.num_workers, a key that changes no feature; the
+    rules pass it on its own so that changing it does not rerun an evaluation.
+    """
+    if workers is None:
+        return config
+    return {**config, "train": {**config.get("train", {}), "num_workers": workers}}
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     _paths("ics_dir", "clip", "out_dir")(p)
+    _loader_workers_arg(p)
     p.add_argument(
         "--model",
         type=Path,
@@ -230,6 +252,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace, config: dict) -> None:
     from ccafl.retrieval import evaluate_model, load_model_for_eval
 
+    config = with_loader_workers(config, args.loader_workers)
     model = load_model_for_eval(config, args.model, args.clip)
     label = args.label or (str(args.model) if args.model else f"raw {config['clip']['model']}")
     evaluate_model(
@@ -274,6 +297,7 @@ def _variant_table(args: argparse.Namespace, config: dict) -> None:
 
 def _reference_args(p: argparse.ArgumentParser) -> None:
     _paths("ics_dir", "clip")(p)
+    _loader_workers_arg(p)
     p.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     p.add_argument(
         "--untrained",
@@ -292,7 +316,7 @@ def _reference(args: argparse.Namespace, config: dict) -> None:
     from ccafl.reference import reference_metrics
 
     result = reference_metrics(
-        config,
+        with_loader_workers(config, args.loader_workers),
         args.clip,
         config["dataset"]["root"],
         args.ics_dir,

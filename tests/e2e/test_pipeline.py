@@ -127,7 +127,9 @@ RERUNS = [
     ("train.adv_start", 5, STAGE3),
     # Blocks of 2, jobs 3-4 and 5: the same numbers (test_blocks_...), but new jobs; not intra.
     ("train.epochs_per_job", 2, STAGE3 - {"inter_epochs_004"}),
-    ("train.num_workers", 1, TRAINING | {"zeroshot"}),  # evaluation's loader reads it too
+    # Training's loader; the evaluations' loaders take it as a resource (no number changes).
+    ("train.num_workers", 1, TRAINING),
+    ("resources.threads_per_job", 1, set()),  # how jobs run, not what they compute
     ("eval.batch_size", 32, EVALUATION),
     ("eval.rerank", True, EVALUATION),
     ("prompt.lr", 1.0e-3, {"prompt"} | TRAINING),

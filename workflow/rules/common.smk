@@ -72,9 +72,10 @@ INTRA_KEYS = (
 # Stage 3 writes the run's configuration into every checkpoint and so into final/model.pt:
 # all of it but the job layout (a change to a stage-2 key reruns stage 3 through intra anyway).
 INTER_KEYS = ("dataset", "input", "clip", "prompt", *keys_except("train", JOB_LAYOUT_KEYS))
-# Evaluation reads the model's own config from model.pt; the data loader workers come from train.
-EVALUATE_KEYS = ("dataset.name", "dataset.root", "input", "eval", "train.num_workers")
-ZEROSHOT_KEYS = ("dataset.name", "dataset.root", "input", "clip", "eval", "train.num_workers")
+# Evaluation reads the model's own config from model.pt. Its loader workers (train.num_workers)
+# change no number, so they are passed as a resource (`loader_workers`), which reruns nothing.
+EVALUATE_KEYS = ("dataset.name", "dataset.root", "input", "eval")
+ZEROSHOT_KEYS = ("dataset.name", "dataset.root", "input", "clip", "eval")
 UNTRAINED_KEYS = (*ZEROSHOT_KEYS, "train.seed")  # the seed of the random network
 REPORT_KEYS = ("dataset.root",)  # the images of the retrieval examples
 VARIANT_TABLE_KEYS = ("ablation", "clip.pretrained", "train.losses", "train.labels")
@@ -104,6 +105,15 @@ def keys_json(a_config, keys):
 def run_cfg(*keys):
     """cfg_json for the run of the job's `{run}` wildcard."""
     return lambda wildcards: cfg_json(*keys, run=wildcards.run)
+
+
+def loader_workers(wildcards=None):
+    """DataLoader workers of an evaluation's feature extraction (train.num_workers of the run).
+
+    A resource, not a param: the features are the same whatever the count, so changing it must
+    not rerun an evaluation (Snakemake reruns on params, never on resources).
+    """
+    return run_config(config, getattr(wildcards, "run", ""))["train"]["num_workers"]
 
 
 def dataset_inputs():

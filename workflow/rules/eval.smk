@@ -17,14 +17,16 @@ rule evaluate:
         label=lambda w: w.run.removeprefix("ablation/").rstrip("/") or "CCAFL",
     resources:
         gpu=GPUS,
+        loader_workers=loader_workers,
     threads: THREADS
     log:
         f"{LOGS}/{RUN}evaluate.log",
     benchmark:
         benchmark_file("evaluate", RUN)
     shell:
-        "{GPU_CCAFL} evaluate --set {params.cfg} --model {input.model} --label {params.label} "
-        "--ics-dir {params.ics_dir} --out-dir {params.out_dir} > {log} 2>&1"
+        "{GPU_CCAFL} evaluate --set {params.cfg} --loader-workers {resources.loader_workers} "
+        "--model {input.model} --label {params.label} --ics-dir {params.ics_dir} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule ablation:

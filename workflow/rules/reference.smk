@@ -17,14 +17,15 @@ rule zeroshot:
         ics_dir=f"{RESULTS}/ics",
     resources:
         gpu=GPUS,
+        loader_workers=loader_workers,
     threads: THREADS
     log:
         f"{LOGS}/zeroshot.log",
     benchmark:
         benchmark_file("zeroshot")
     shell:
-        "{GPU_CCAFL} reference --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
-        "--out {output.metrics} > {log} 2>&1"
+        "{GPU_CCAFL} reference --set {params.cfg} --loader-workers {resources.loader_workers} "
+        "{params.clip} --ics-dir {params.ics_dir} --out {output.metrics} > {log} 2>&1"
 
 
 rule untrained:
@@ -39,13 +40,15 @@ rule untrained:
         ics_dir=f"{RESULTS}/ics",
     resources:
         gpu=GPUS,
+        loader_workers=loader_workers,
     threads: THREADS
     log:
         f"{LOGS}/untrained.log",
     benchmark:
         benchmark_file("untrained")
     shell:
-        "{GPU_CCAFL} reference --untrained --set {params.cfg} --ics-dir {params.ics_dir} "
+        "{GPU_CCAFL} reference --untrained --set {params.cfg} "
+        "--loader-workers {resources.loader_workers} --ics-dir {params.ics_dir} "
         "--out {output.metrics} > {log} 2>&1"
 
 
