@@ -18,10 +18,16 @@ this process or (imports) in fresh interpreters, with the real functions the job
 * image cache: `decode_images` of generated 128x64 JPEGs (Market-1501's size) to 256x128, one
   thread, per image, then scaled to the dataset's training images;
 * loader start: the first batch of 128 from the image cache (tensor augmentation), and from
-  DataLoader workers decoding files (``train.image_cache: false``).
+  DataLoader workers decoding files (``train.image_cache: false``; its CPU column counts the
+  main process only, the workers' decoding is not in it).
 
 Baseline, measured in the same run: one RN50 training step on the CPU (forward, backward and
 Adam at 256x128) of --baseline-batch images; every component is printed as a ratio of it.
+
+Every figure is taken twice: wall seconds, and CPU seconds of this process (or of the child
+interpreters) with one torch thread. The overhead estimate uses the CPU seconds: a job's
+start-up is single-process CPU work, so on a dedicated GPU node its wall time is close to its
+CPU time, while the wall time measured here grows with whatever else runs on the machine.
 
 There is no GPU here, so the epoch it is set against is estimated from FLOPs: the forward and
 backward FLOPs of RN50 at 256x128 counted by torch's FlopCounterMode, times the images of an
@@ -34,8 +40,7 @@ the gid centroids) and the per-epoch checkpoint write are per-epoch work that bl
 save; the write is measured here and added to the epoch. CUDA initialisation is not measured
 (no GPU): --cuda-init-s (default 2 s) is added to the start-up as an assumption.
 
-    python benchmarks/bench_stage3_startup.py                 # about 1-3 minutes on 2 cores
-    python benchmarks/bench_stage3_startup.py --threads 1     # steadier on a busy machine
+    python benchmarks/bench_stage3_startup.py      # a few minutes on 2 quiet cores
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,7 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: CPU seconds = work)"
+    )
     parser.add_argument("--baseline-batch", type=int, default=8, help="images of the CPU step")
     parser.add_argument("--decode-images", type=int, default=256, help="JPEGs decoded, timed")
     parser.add_argument("--cuda-init-s", type=float, default=2.0, help="assumed CUDA start-up")
@@ -84,25 +92,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def timed(function, repeats: int = 1) -> float:
-    """Median wall seconds of ``repeats`` calls."""
-    times = []
+class Seconds(tuple):
+    """(wall, cpu) seconds of one measurement."""
+
+    wall = property(lambda self: self[0])
+    cpu = property(lambda self: self[1])
+
+    def __sub__(self, other: Seconds) -> Seconds:
+        return Seconds((self.wall - other.wall, self.cpu - other.cpu))
+
+    def __add__(self, other: Seconds) -> Seconds:
+        return Seconds((self.wall + other.wall, self.cpu + other.cpu))
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(function, repeats: int = 1, children: bool = False) -> Seconds:
+    """Median wall and CPU seconds of ``repeats`` calls (CPU of this process, or of the child
+    processes it waited for when ``children``)."""
+    walls, cpus = [], []
+    clock = _children_cpu if children else time.process_time
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), clock()
         function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(clock() - start_cpu)
+    return Seconds((statistics.median(walls), statistics.median(cpus)))
 
 
-def python_seconds(code: str, repeats: int = 3) -> float:
-    """Median wall seconds of a fresh interpreter running ``code`` (from the repository)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+def python_seconds(code: str, repeats: int = 3) -> Seconds:
+    """Median seconds of a fresh interpreter running ``code`` (from the repository)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
 
     def run() -> None:
         subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=REPO)
 
     run()  # warm the file cache once
-    return timed(run, repeats)
+    return timed(run, repeats, children=True)
 
 
 STAGE3_IMPORTS = """
@@ -192,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch: everything here runs on the CPU
     sys.path.insert(0, str(REPO))
-    results: dict[str, float] = {}
+    results: dict[str, Seconds] = {}
 
     # 1. Fresh interpreters: a bare one, the stage's imports, the gpu_lease wrapper.
     bare = python_seconds("pass")
     results["imports"] = python_seconds(STAGE3_IMPORTS) - bare
     results["gpu_lease wrapper process"] = python_seconds("import ccafl.gpu_lease")
-    print(f"interpreter start {bare:.2f} s (paid by every job; counted with the imports)")
+    print(f"interpreter start {bare.cpu:.2f} CPU-s (paid by every job; counted with the imports)")
     results["imports"] += bare
 
     import torch
@@ -212,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from ccafl.training.loop import epoch_loader
     from ccafl.training.state import TrainingData, TrainingState
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     seed_everything(0)
     paper = {
         "dataset": {"name": "market1501", "format": "market1501", "root": "unused"},
@@ -254,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             lambda: load_checkpoint(path, epoch=6, mmap=True), 3
         )
         resume = timed(lambda: TrainingState.resume(path, config, None, n_gids), 2)
-        results["checkpoint load (resume - build)"] = max(
-            0.0, resume - results["model build, RN50 256x128"]
+        results["checkpoint load (resume - build)"] = Seconds(
+            max(0.0, v) for v in resume - results["model build, RN50 256x128"]
         )
         model = state.model
         text_dim = int(model.proj_dim)
@@ -274,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         # 5. Image cache: per image, one thread.
         jpegs = market_like_jpegs(tmp, args.decode_images)
         decode_images(tmp, jpegs[:16], (256, 128), threads=1)  # warm up PIL
-        per_image = timed(lambda: decode_images(tmp, jpegs, (256, 128), threads=1), 2) / len(jpegs)
+        per_image = timed(lambda: decode_images(tmp, jpegs, (256, 128), threads=1), 2).cpu / len(
+            jpegs
+        )
 
         # 6. Loader start: the first batch of an epoch.
         data = TrainingData.load(tmp, ics, prompt)
@@ -306,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model.train()
     step()  # warm-up
-    baseline = timed(step, 2)
+    baseline_seconds = timed(step, 2)
+    baseline = baseline_seconds.cpu
 
     # FLOPs of RN50 at 256x128 (per image) and of torchvision's ResNet-50 at 224x224.
     one = torch.randn(2, 3, 256, 128)
@@ -323,13 +359,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---------------------------------------------------------------------------- printout
     print(
-        f"\nstage-3 job start-up on this CPU ({torch.get_num_threads()} torch threads); "
-        f"baseline: one RN50 training step of {args.baseline_batch} images at 256x128 = "
-        f"{baseline:.2f} s ({cpu_tflops:.2f} TFLOP/s)"
+        f"\nstage-3 job start-up on this CPU ({torch.get_num_threads()} torch threads, load "
+        f"average {os.getloadavg()[0]:.1f}); baseline: one RN50 training step of "
+        f"{args.baseline_batch} images at 256x128 = {baseline:.2f} CPU-s "
+        f"({baseline_seconds.wall:.2f} s wall, {cpu_tflops:.3f} TFLOP/s)"
     )
-    print(f"  {'component':44s} {'seconds':>8s} {'x baseline':>11s}")
+    print(f"  {'component':44s} {'CPU-s':>8s} {'wall s':>8s} {'x baseline':>11s}")
     for name, seconds in results.items():
-        print(f"  {name:44s} {seconds:8.3f} {seconds / baseline:11.3f}")
+        print(f"  {name:44s} {seconds.cpu:8.3f} {seconds.wall:8.3f} {seconds.cpu / baseline:11.3f}")
     print(f"  checkpoint size {size_mb:.0f} MiB (RN50 + 3,262-gid classifier + Adam states)")
     print(
         f"  image cache decode per image (128x64 JPEG -> 256x128, 1 thread): "
@@ -353,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         "data index (TrainingData.load)",
         "loader start, image cache",
     ]
-    fixed = sum(results[name] for name in fixed_names) + args.cuda_init_s
+    fixed = sum(results[name].cpu for name in fixed_names) + args.cuda_init_s
     print(
         f"\nfixed start-up per job: {fixed:.1f} s (the components above with the image-cache "
         f"loader, + {args.cuda_init_s:.1f} s CUDA initialisation assumed), plus the image cache: "
@@ -370,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations = n_images // BATCH
         epoch_flops = iterations * BATCH * train_flops + n_images * forward_flops
         for name, flops in throughputs.items():
-            epoch = epoch_flops / flops + results["checkpoint write (per epoch)"]
+            epoch = epoch_flops / flops + results["checkpoint write (per epoch)"].cpu
             shares = "  ".join(f"{n} epochs {100 * startup / (n * epoch):5.1f}%" for n in BLOCKS)
             needed = math.ceil(startup / (GOAL * epoch))
             recommended[dataset] = max(recommended.get(dataset, 0), needed)

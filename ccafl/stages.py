@@ -279,6 +279,7 @@ def _variant_table_args(p: argparse.ArgumentParser) -> None:
         help="a reference evaluation (zeroshot, untrained) to list above the variants",
     )
     p.add_argument("--out", type=Path, required=True, help="markdown table to write")
+    p.add_argument("--csv", type=Path, required=True, help="CSV of every run to write")
 
 
 @command(
@@ -291,7 +292,7 @@ def _variant_table(args: argparse.Namespace, config: dict) -> None:
 
     runs = {(variant, int(seed)): Path(path) for variant, seed, path in args.run}
     references = dict(args.reference)
-    table = write_variant_table(config, runs, args.out, args.group, references)
+    table = write_variant_table(config, runs, args.out, args.csv, args.group, references)
     log.info("%d runs collected into %s", len(table), args.out)
 
 
@@ -375,6 +376,7 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
         help="eval/metrics.json of a supervised reference run (repeat per seed)",
     )
     p.add_argument("--out", type=Path, required=True, help="markdown table to write")
+    p.add_argument("--json", type=Path, required=True, help="the same numbers as JSON, to write")
 
 
 @command(
@@ -392,7 +394,7 @@ def _calibration(args: argparse.Namespace, config: dict) -> None:
         {int(seed): path for seed, path in args.ccafl},
         {int(seed): path for seed, path in args.supervised},
     )
-    write_calibration(result, args.out)
+    write_calibration(result, args.out, args.json)
     for ratio in result["ratios"]:
         log.info(
             "%s: %.2f (target >= %s)%s",

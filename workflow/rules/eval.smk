@@ -36,6 +36,7 @@ rule ablation:
         untrained=f"{RESULTS}/reference/untrained.json",
     output:
         table=f"{RESULTS}/ablation/table.md",
+        csv=f"{RESULTS}/ablation/table.csv",
     params:
         cfg=cfg_json(*VARIANT_TABLE_KEYS),  # each variant's loss switches and backbone
         runs=lambda w, input: run_args("variants", input.runs),
@@ -44,7 +45,7 @@ rule ablation:
     shell:
         "{CCAFL} variant-table --set {params.cfg} --group variants {params.runs} "
         "--reference zeroshot {input.zeroshot} --reference untrained {input.untrained} "
-        "--out {output.table} > {log} 2>&1"
+        "--out {output.table} --csv {output.csv} > {log} 2>&1"
 
 
 rule sweep:
@@ -52,13 +53,14 @@ rule sweep:
         runs=run_metrics("sweeps"),
     output:
         table=f"{RESULTS}/ablation/sweep.md",
+        csv=f"{RESULTS}/ablation/sweep.csv",
     params:
         runs=lambda w, input: run_args("sweeps", input.runs),
     log:
         f"{LOGS}/sweep.log",
     shell:
         "{CCAFL} variant-table --group sweeps {params.runs} "
-        "--out {output.table} > {log} 2>&1"
+        "--out {output.table} --csv {output.csv} > {log} 2>&1"
 
 
 rule calibration:
@@ -69,6 +71,7 @@ rule calibration:
         supervised=lambda w: variant_metrics("supervised"),
     output:
         table=f"{RESULTS}/ablation/calibration.md",
+        json=f"{RESULTS}/ablation/calibration.json",
     params:
         ccafl=lambda w, input: seed_args("--ccafl", input.ccafl),
         supervised=lambda w, input: seed_args("--supervised", input.supervised),
@@ -76,4 +79,5 @@ rule calibration:
         f"{LOGS}/calibration.log",
     shell:
         "{CCAFL} calibration --zeroshot {input.zeroshot} --untrained {input.untrained} "
-        "{params.ccafl} {params.supervised} --out {output.table} > {log} 2>&1"
+        "{params.ccafl} {params.supervised} --out {output.table} --json {output.json} "
+        "> {log} 2>&1"
