@@ -47,7 +47,9 @@ def test_calibration_ratios_and_targets(tmp_path: Path) -> None:
     write_calibration(result, out, tmp_path / "calibration.json")
     text = out.read_text()
     assert "| CCAFL / supervised | 0.86 | >= 0.85 | yes |" in text
-    assert json.loads((tmp_path / "calibration.json").read_text())["points"]["supervised"]["mAP"] == 70
+    assert (
+        json.loads((tmp_path / "calibration.json").read_text())["points"]["supervised"]["mAP"] == 70
+    )
     low = calibration_table(
         _reference(tmp_path / "z.json", 0.50),
         _reference(tmp_path / "u.json", 0.05),

@@ -37,6 +37,20 @@ def test_restrict_to_keeps_only_the_keys_of_the_shape() -> None:
     assert restrict_to(config, shape) == shape
 
 
+def test_cross_field_rules_cover_only_the_keys_a_rule_passes() -> None:
+    """Stage 2 gets train.epochs but not train.adv_start (a stage-3 key): the default
+    adv_start (40) must not be held against the run's 5 epochs; a stage run by hand, or a rule
+    passing both keys, is still checked."""
+    from ccafl.checks import config_problems
+
+    given = {"train": {"epochs": 5, "intra_epochs": 2, "warmup_epochs": 1}}
+    config = validate(given)
+    assert config_problems(config, given) == []
+    assert any("train.adv_start (40)" in p for p in config_problems(config))
+    both = {"train": {**given["train"], "adv_start": 40, "losses": {"ical": True}}}
+    assert any("train.adv_start (40)" in p for p in config_problems(validate(both), both))
+
+
 @pytest.fixture
 def run_cli(monkeypatch: pytest.MonkeyPatch):
     from ccafl.cli import main
@@ -46,7 +60,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch):
     def call(strict: bool, *args: str) -> int:
         monkeypatch.setenv("CCAFL_STRICT_CONFIG", "1" if strict else "0")
         try:
-            return main(list(args))
+            return main([*args, "--stage-keys"])  # how the rules call a stage
         finally:
             signal.signal(signal.SIGTERM, handler)
 

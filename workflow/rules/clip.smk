@@ -25,7 +25,7 @@ rule clip_pretrain:
     benchmark:
         benchmark_file("clip_pretrain")
     shell:
-        "{GPU_CCAFL} clip-pretrain --set {params.cfg} --out-dir {params.out_dir} > {log} 2>&1"
+        "{GPU_CCAFL} clip-pretrain --set {params.cfg} --stage-keys --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule clip_import:
@@ -40,4 +40,4 @@ rule clip_import:
     benchmark:
         benchmark_file("clip_import")
     shell:
-        "{CCAFL} clip-import --set {params.cfg} --out {output.model} > {log} 2>&1"
+        "{CCAFL} clip-import --set {params.cfg} --stage-keys --out {output.model} > {log} 2>&1"

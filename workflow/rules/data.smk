@@ -12,7 +12,7 @@ rule synthesize:
     benchmark:
         benchmark_file("synthesize")
     shell:
-        "{CCAFL} synthesize --set {params.cfg} --log {log}"
+        "{CCAFL} synthesize --set {params.cfg} --stage-keys --log {log}"
 
 
 rule ics:
@@ -32,4 +32,4 @@ rule ics:
     benchmark:
         benchmark_file("ics")
     shell:
-        "{CCAFL} ics --set {params.cfg} --out-dir {params.out_dir} --log {log}"
+        "{CCAFL} ics --set {params.cfg} --stage-keys --out-dir {params.out_dir} --log {log}"

@@ -24,7 +24,7 @@ rule evaluate:
     benchmark:
         benchmark_file("evaluate", RUN)
     shell:
-        "{GPU_CCAFL} evaluate --set {params.cfg} --loader-workers {resources.loader_workers} "
+        "{GPU_CCAFL} evaluate --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
         "--model {input.model} --label {params.label} --ics-dir {params.ics_dir} "
         "--out-dir {params.out_dir} > {log} 2>&1"
 
@@ -43,7 +43,7 @@ rule ablation:
     log:
         f"{LOGS}/ablation.log",
     shell:
-        "{CCAFL} variant-table --set {params.cfg} --group variants {params.runs} "
+        "{CCAFL} variant-table --set {params.cfg} --stage-keys --group variants {params.runs} "
         "--reference zeroshot {input.zeroshot} --reference untrained {input.untrained} "
         "--out {output.table} --csv {output.csv} > {log} 2>&1"
 

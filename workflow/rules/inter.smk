@@ -38,7 +38,7 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
             benchmark:
                 benchmark_file(block_job_name(block), RUN)
             shell:
-                "{DDP_CCAFL} inter-epoch --set {params.cfg} {params.labels} "
+                "{DDP_CCAFL} inter-epoch --set {params.cfg} --stage-keys {params.labels} "
                 "--epoch {params.epochs} --previous {input.previous} --ics-dir {params.ics_dir} "
                 "--prompt-dir {params.prompt_dir} --out-dir {params.out_dirs} > {log} 2>&1"
 

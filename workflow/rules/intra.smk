@@ -23,5 +23,5 @@ rule intra:
     benchmark:
         benchmark_file("intra", RUN)
     shell:
-        "{DDP_CCAFL} intra --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
+        "{DDP_CCAFL} intra --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
         "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"

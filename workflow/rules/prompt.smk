@@ -22,5 +22,5 @@ rule prompt:
     benchmark:
         benchmark_file("prompt", RUN)
     shell:
-        "{GPU_CCAFL} prompt --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
+        "{GPU_CCAFL} prompt --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
         "--out-dir {params.out_dir} > {log} 2>&1"

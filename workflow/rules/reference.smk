@@ -24,7 +24,7 @@ rule zeroshot:
     benchmark:
         benchmark_file("zeroshot")
     shell:
-        "{GPU_CCAFL} reference --set {params.cfg} --loader-workers {resources.loader_workers} "
+        "{GPU_CCAFL} reference --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
         "{params.clip} --ics-dir {params.ics_dir} --out {output.metrics} > {log} 2>&1"
 
 
@@ -47,7 +47,7 @@ rule untrained:
     benchmark:
         benchmark_file("untrained")
     shell:
-        "{GPU_CCAFL} reference --untrained --set {params.cfg} "
+        "{GPU_CCAFL} reference --untrained --set {params.cfg} --stage-keys "
         "--loader-workers {resources.loader_workers} --ics-dir {params.ics_dir} "
         "--out {output.metrics} > {log} 2>&1"
 

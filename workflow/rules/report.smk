@@ -24,4 +24,4 @@ rule report:
     benchmark:
         benchmark_file("report")
     shell:
-        "{CCAFL} report --set {params.cfg} {params.files} --out-dir {params.out_dir} > {log} 2>&1"
+        "{CCAFL} report --set {params.cfg} --stage-keys {params.files} --out-dir {params.out_dir} > {log} 2>&1"
