@@ -65,10 +65,6 @@ def _run_config(config_json: str, run: str) -> dict:
     return validate(merged)
 
 
-def sections_json(config: dict, sections: tuple[str, ...]) -> str:
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
-
-
 def variant_table(metrics_files: dict[tuple[str, int], str | Path]) -> pd.DataFrame:
     """mAP / rank-1 / mINP (percent) per variant and seed, from each run's eval/metrics.json.
 
