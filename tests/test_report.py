@@ -12,7 +12,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ccafl.report import OUTPUTS, ReportInputs, build_report, ical_start
+from ccafl.report import (
+    OUTPUTS,
+    ReportInputs,
+    association_table,
+    benchmark_table,
+    build_report,
+    ical_start,
+    write_metrics,
+)
 
 METRICS = {
     "mAP": 0.4321,
@@ -201,7 +209,7 @@ def test_full_run_writes_every_output_with_the_metrics(run, tmp_path: Path) -> N
 def test_metrics_table_shows_the_zero_shot_reference_rows(run, tmp_path: Path) -> None:
     """Every retrieval feature of the pretrained CLIP, raw and calibrated, beside the model."""
     out = tmp_path / "report"
-    build_report(run, out)
+    write_metrics(run.metrics, out, run.references)
     table = pd.read_csv(out / "metrics.csv")
     reference = json.loads(run.references["zeroshot"].read_text())
     assert len(table) == 1 + 3 * 2
@@ -223,8 +231,7 @@ def test_metrics_table_shows_the_zero_shot_reference_rows(run, tmp_path: Path) -
 def test_a_missing_reference_file_leaves_only_the_model_row(run, tmp_path: Path) -> None:
     run.references["zeroshot"].unlink()
     out = tmp_path / "report"
-    summary = build_report(run, out)
-    assert "metrics.csv" not in summary["skipped"]
+    write_metrics(run.metrics, out, run.references)
     assert list(pd.read_csv(out / "metrics.csv")["model"]) == ["CCAFL"]
 
 
@@ -233,10 +240,9 @@ def test_only_the_named_epochs_are_drawn(run, tmp_path: Path) -> None:
     assert ical_start(run.epochs) == 4  # E_adv as the logs show it
     run.epochs.pop(4)
     run.benchmarks.pop("inter_epochs_004")
-    out = tmp_path / "report"
-    build_report(run, out)
-    timings = pd.read_csv(out / "timings.csv")
-    assert sorted(timings.loc[timings["level"] == "epoch", "epoch"]) == [3]
+    assert list(association_table(run.epochs)["epoch"]) == [3]
+    jobs = benchmark_table(run.benchmarks)
+    assert sorted(jobs["epoch"].dropna()) == [3] and "report" not in set(jobs["rule"])
     assert ical_start(run.epochs) is None
 
 
