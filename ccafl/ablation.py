@@ -65,10 +65,6 @@ def _run_config(config_json: str, run: str) -> dict:
     return validate(merged)
 
 
-def sections_json(config: dict, sections: tuple[str, ...]) -> str:
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
-
-
 def variant_table(metrics_files: dict[tuple[str, int], str | Path]) -> pd.DataFrame:
     """mAP / rank-1 / mINP (percent) per variant and seed, from each run's eval/metrics.json.
 
@@ -125,11 +121,13 @@ def write_variant_table(
     config: dict,
     metrics_files: dict[tuple[str, int], str | Path],
     out: str | Path,
+    csv_out: str | Path,
     group: str = "variants",
     references: dict[str, str | Path] | None = None,
 ) -> pd.DataFrame:
-    """Markdown table: reference rows, then one row per variant with mean +- std over seeds
-    and the per-seed values in brackets; a CSV of every run beside it."""
+    """Markdown table ``out``: reference rows, then one row per variant with mean +- std over
+    seeds and the per-seed values in brackets; ``csv_out``: every run, one row each (both
+    paths come from the rule, which declares them)."""
     table = variant_table(metrics_files)
     summary = table.groupby("variant", sort=False).agg(
         mAP=("mAP", "mean"),
@@ -158,7 +156,7 @@ def write_variant_table(
             f"| {int(row.seeds)} |"
         )
     write_text("\n".join(lines) + "\n", out)
-    write_text(table.to_csv(index=False), Path(out).with_suffix(".csv"))
+    write_text(table.to_csv(index=False), csv_out)
     return table
 
 
@@ -215,8 +213,9 @@ def calibration_table(
     return {"points": points, "ratios": ratios}
 
 
-def write_calibration(result: dict, out: str | Path) -> None:
-    """calibration.md (what a reader looks at) and calibration.json beside it."""
+def write_calibration(result: dict, out: str | Path, json_out: str | Path) -> None:
+    """``out``: calibration.md (what a reader looks at); ``json_out``: the same numbers as JSON
+    (both paths come from the rule, which declares them)."""
     p = result["points"]
 
     def spread(point: dict) -> str:
@@ -241,4 +240,4 @@ def write_calibration(result: dict, out: str | Path) -> None:
         ),
     ]
     write_text("\n".join(lines) + "\n", out)
-    write_text(json.dumps(result, indent=2) + "\n", Path(out).with_suffix(".json"))
+    write_text(json.dumps(result, indent=2) + "\n", json_out)

@@ -61,35 +61,64 @@ SHIPPED_CLIP_CONFIGS = Path(__file__).resolve().parents[1] / "config" / "clip"
 # --------------------------------------------------------------------------- cross-field rules
 
 
-def config_problems(config: dict) -> list[str]:
-    """What a schema-valid config contradicts itself in, one clause per problem."""
+def _has_key(tree: dict, key: str) -> bool:
+    node = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def config_problems(config: dict, given: dict | None = None) -> list[str]:
+    """What a schema-valid config contradicts itself in, one clause per problem.
+
+    ``given``: when a Snakemake rule calls a stage (``--stage-keys``), the keys it passed, and
+    a rule is checked only when every key it reads is among them; None (the workflow, a stage
+    run by hand): every rule. Why: a rule passes its stage only the keys the stage reads (so
+    that no other key reruns it); the rest take their defaults there, and comparing those with
+    the given keys would fail a valid run. The workflow checked every run's whole config at
+    parse time, before any job started.
+    """
+
+    def checked(*keys: str) -> bool:
+        return given is None or all(_has_key(given, key) for key in keys)
+
     problems = []
     dataset, clip, train = config["dataset"], config["clip"], config["train"]
-    if clip["pretrained"] == "captions" and dataset["format"] != "synthetic":
+    if (
+        checked("clip.pretrained", "dataset.format")
+        and clip["pretrained"] == "captions"
+        and dataset["format"] != "synthetic"
+    ):
         problems.append(
             f"clip.pretrained: captions pretrains CLIP on the synthetic benchmark's captions, "
             f"which dataset.format: {dataset['format']} does not have; set clip.pretrained to an "
             "open_clip tag (openai) or a local weights file"
         )
-    if train["intra_epochs"] >= train["epochs"]:
+    if checked("train.intra_epochs", "train.epochs") and train["intra_epochs"] >= train["epochs"]:
         problems.append(
             f"train.intra_epochs ({train['intra_epochs']}) must be below train.epochs "
             f"({train['epochs']}): stage 3 (inter-camera epochs) would not run; raise "
             "train.epochs or lower train.intra_epochs"
         )
-    if train["losses"]["ical"] and train["adv_start"] > train["epochs"]:
+    if (
+        checked("train.losses.ical", "train.adv_start", "train.epochs")
+        and train["losses"]["ical"]
+        and train["adv_start"] > train["epochs"]
+    ):
         problems.append(
             f"train.adv_start ({train['adv_start']}) is after train.epochs ({train['epochs']}): "
             "ICAL (Eq. 18) would never run; lower train.adv_start, or set train.losses.ical: "
             "false to switch ICAL off"
         )
-    if train["warmup_epochs"] > train["epochs"]:
+    if checked("train.warmup_epochs", "train.epochs") and train["warmup_epochs"] > train["epochs"]:
         problems.append(
             f"train.warmup_epochs ({train['warmup_epochs']}) is longer than train.epochs "
             f"({train['epochs']}): the learning rate would never reach train.lr; lower "
             "train.warmup_epochs"
         )
-    if dataset["format"] == "synthetic":
+    if checked("dataset.format", "synthetic") and dataset["format"] == "synthetic":
         from ccafl.data.synthetic import SyntheticSpec
 
         try:
@@ -99,10 +128,11 @@ def config_problems(config: dict) -> list[str]:
     return problems
 
 
-def check_config(config: dict) -> dict:
-    """Schema-validate ``config`` and apply the cross-field rules; ConfigError if any fails."""
+def check_config(config: dict, given: dict | None = None) -> dict:
+    """Schema-validate ``config`` and apply the cross-field rules (among the ``given`` keys,
+    see `config_problems`); ConfigError if any fails."""
     config = validate(config)
-    problems = config_problems(config)
+    problems = config_problems(config, given)
     if problems:
         raise ConfigError("; ".join(problems))
     return config

@@ -147,6 +147,44 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def select_keys(config: dict, keys: tuple[str, ...] | list[str]) -> dict:
+    """The parts of ``config`` that ``keys`` name: a section ("train") or one key in it
+    ("train.seed", "train.losses.ical"), nested as in the config.
+
+    Why: a rule passes a stage exactly the keys the stage reads, as a param, so Snakemake
+    reruns the stage when one of those changes and only then.
+    """
+    selected: dict[str, Any] = {}
+    for key in keys:
+        parts = key.split(".")
+        node, target = config, selected
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(f"config key {'.'.join(parts[: depth + 1])} does not exist")
+            node = node[part]
+            if depth < len(parts) - 1:
+                target = target.setdefault(part, {})
+            else:
+                target[part] = copy.deepcopy(node)
+    return selected
+
+
+def restrict_to(config: dict, shape: dict) -> dict:
+    """``config`` with only the keys that ``shape`` (a --set JSON) holds.
+
+    Why: with ``CCAFL_STRICT_CONFIG=1`` (the end-to-end tests) a stage sees only the keys its
+    rule passes, so reading any other key fails loudly instead of silently taking the default,
+    which would hide a rule whose params miss a key the stage depends on.
+    """
+    restricted = {}
+    for key, sub in shape.items():
+        if key in config:
+            value = config[key]
+            both_dicts = isinstance(sub, dict) and isinstance(value, dict)
+            restricted[key] = restrict_to(value, sub) if both_dicts else value
+    return restricted
+
+
 def read_config_file(path: Path) -> dict:
     """A YAML config file as a dict, or a ConfigError naming the file and line at fault."""
     try:

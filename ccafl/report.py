@@ -1,11 +1,12 @@
 """The report stage: plots and tables of a finished run, for `snakemake --report`.
 
-Everything here reads artifacts the other stages wrote (section 4 of DESIGN.md) and writes into
-``results/<name>/report/``. The set of files written is fixed (:data:`OUTPUTS`) whatever the
-run looked like, because Snakemake declares them as the report rule's outputs: when an optional
-input is missing (no inter-camera epochs, no caption-pretrained CLIP, no training truth for the
-association diagnostics, ...) the plot is replaced by a small placeholder image that says why,
-and the table by a one-row note.
+Everything here reads the artifacts the report rule names (:class:`ReportInputs`: the rule
+passes every file on the command line; no path is built here, so the DAG stays the one place
+that says where an artifact lives) and writes into ``results/<name>/report/``. The set of files
+written is fixed (:data:`OUTPUTS`) whatever the run looked like, because Snakemake declares them
+as the report rule's outputs: when an optional input is missing (no inter-camera epochs, no
+caption-pretrained CLIP, no training truth for the association diagnostics, ...) the plot is
+replaced by a small placeholder image that says why, and the table by a one-row note.
 
 Figures are drawn with matplotlib's object-oriented API on an Agg canvas (no pyplot state, no
 display needed) and written atomically, like every other artifact.
@@ -19,6 +20,7 @@ import re
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,32 +78,32 @@ def _read_parquet(path: Path, what: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def inter_epoch_dirs(results_dir: str | Path, config: dict | None = None) -> list[tuple[int, Path]]:
-    """(epoch, folder) of the inter-camera epochs, in order.
+@dataclass
+class ReportInputs:
+    """The files a report is drawn from, as the report rule names them; None: not in this run.
 
-    With a config only epochs E_intra+1..E count, so a stale folder left by an earlier run with
-    more epochs does not slip into the plots; without one, every ``inter/epoch_*`` folder.
+    ``training_logs``: log.parquet per stage, keyed "clip" (caption pretraining), "prompt"
+    (stage 1), "intra" (stage 2). ``epochs``: epoch -> (log.parquet, metrics.json) of each
+    inter-camera epoch. ``attribute_zero_shot``: clip/zero_shot.json of a caption-pretrained
+    CLIP. ``references``: name -> reference JSON (`ccafl.reference`), shown beside the trained
+    model. ``benchmarks``: job name -> Snakemake benchmark .tsv.
     """
-    inter = Path(results_dir) / "inter"
-    found = {}
-    for folder in inter.glob("epoch_*"):
-        suffix = folder.name.removeprefix("epoch_")
-        if folder.is_dir() and suffix.isdigit():
-            found[int(suffix)] = folder
-    wanted = _configured_epochs(config)
-    return sorted((k, v) for k, v in found.items() if wanted is None or k in wanted)
+
+    metrics: Path | None = None
+    cmc: Path | None = None
+    features: Path | None = None
+    dataset_root: Path | None = None
+    training_logs: dict[str, Path] = field(default_factory=dict)
+    epochs: dict[int, tuple[Path, Path]] = field(default_factory=dict)
+    attribute_zero_shot: Path | None = None
+    references: dict[str, Path] = field(default_factory=dict)
+    benchmarks: dict[str, Path] = field(default_factory=dict)
 
 
-def _configured_epochs(config: dict | None) -> range | None:
-    """Stage 3's epochs E_intra+1..E, or None (anything found) without a config."""
-    if config is None:
-        return None
-    train = config["train"]
-    return range(train["intra_epochs"] + 1, train["epochs"] + 1)
-
-
-def _uses_caption_clip(config: dict | None) -> bool:
-    return config is None or config.get("clip", {}).get("pretrained") == "captions"
+def _given(path: Path | None, what: str) -> Path:
+    if path is None:
+        raise NotAvailable(f"no {what} in this run")
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,12 +140,18 @@ def _placeholder_csv(path: Path, reason: str) -> Path:
 # Tables
 
 
-def metrics_table(results_dir: str | Path) -> pd.DataFrame:
-    """One row: the evaluation's mAP, mINP, CMC rank-1/5/10 (fractions) and split sizes."""
-    metrics = _read_json(Path(results_dir) / "eval" / "metrics.json")
-    row = {
+REFERENCE_FEATURES = ("pooled", "projection", "concat")
+REFERENCE_WAYS = ("raw", "calibrated")
+_REFERENCE_NAMES = {
+    "zeroshot": "pretrained CLIP ({source}), no ReID training",
+    "untrained": "untrained network, no training",
+}
+
+
+def _metrics_row(metrics: dict, model: str | None = None) -> dict:
+    return {
         "dataset": metrics.get("dataset"),
-        "model": metrics.get("model"),
+        "model": model if model is not None else metrics.get("model"),
         "mAP": metrics["mAP"],
         "mINP": metrics["mINP"],
         "rank-1": metrics["rank1"],
@@ -152,7 +160,33 @@ def metrics_table(results_dir: str | Path) -> pd.DataFrame:
         "n_query": metrics.get("n_query"),
         "n_gallery": metrics.get("n_gallery"),
     }
-    return pd.DataFrame([row])
+
+
+def reference_rows(name: str, reference: dict) -> list[dict]:
+    """One row per retrieval feature and way (raw, calibrated) of a reference JSON."""
+    label = _REFERENCE_NAMES.get(name, name).format(source=reference.get("source", "?"))
+    return [
+        _metrics_row(reference[feature][way], f"{label}: {feature} ({way})")
+        for feature in REFERENCE_FEATURES
+        if feature in reference
+        for way in REFERENCE_WAYS
+        if way in reference[feature]
+    ]
+
+
+def metrics_table(
+    metrics_file: Path | None, references: dict[str, Path] | None = None
+) -> pd.DataFrame:
+    """The evaluation's mAP, mINP, CMC rank-1/5/10 (fractions) and split sizes, first row;
+    then the reference rows (e.g. the pretrained CLIP zero-shot per retrieval feature), so a
+    reader sees whether training beat its starting point."""
+    rows = [_metrics_row(_read_json(_given(metrics_file, "evaluation metrics")))]
+    for name, path in (references or {}).items():
+        try:
+            rows.extend(reference_rows(name, _read_json(Path(path))))
+        except NotAvailable as why:
+            log.info("metrics: reference %s left out: %s", name, why)
+    return pd.DataFrame(rows)
 
 
 def _markdown(table: pd.DataFrame, numeric: set[str]) -> str:
@@ -163,10 +197,12 @@ def _markdown(table: pd.DataFrame, numeric: set[str]) -> str:
     return "\n".join([header, rule, *rows]) + "\n"
 
 
-def write_metrics(results_dir: str | Path, out_dir: str | Path) -> None:
+def write_metrics(
+    metrics_file: Path | None, out_dir: str | Path, references: dict[str, Path] | None = None
+) -> None:
     """metrics.csv (fractions, as in metrics.json) and metrics.md (percent, one decimal)."""
     out_dir = Path(out_dir)
-    table = metrics_table(results_dir)
+    table = metrics_table(metrics_file, references)
     write_text(table.to_csv(index=False), out_dir / "metrics.csv")
     shown = table.copy()
     for column in ("mAP", "mINP", "rank-1", "rank-5", "rank-10"):
@@ -177,14 +213,22 @@ def write_metrics(results_dir: str | Path, out_dir: str | Path) -> None:
         "query's identity seen by the query's camera, and junk images, are excluded.\n\n"
         + _markdown(shown, {c for c in table if table[c].dtype.kind in "if"})
     )
+    if len(table) > 1:
+        text += (
+            "\nThe first row is the trained model. The rows below it are references: the "
+            "pretrained CLIP that training starts from, evaluated without any ReID training "
+            "for each retrieval feature, raw (the tower's outputs) and calibrated (BN-necks "
+            "set from the training images, as f is at the first training step). Training "
+            "that does not beat the best of them has learnt nothing.\n"
+        )
     write_text(text, out_dir / "metrics.md")
 
 
-def zero_shot_table(results_dir: str | Path, config: dict | None = None) -> pd.DataFrame:
+def zero_shot_table(zero_shot_file: Path | None) -> pd.DataFrame:
     """Per-attribute zero-shot retrieval of the caption-pretrained CLIP (clip/zero_shot.json)."""
-    if not _uses_caption_clip(config):
+    if zero_shot_file is None:
         raise NotAvailable("clip.pretrained is not 'captions', so no CLIP was pretrained here")
-    zero_shot = _read_json(Path(results_dir) / "clip" / "zero_shot.json")
+    zero_shot = _read_json(Path(zero_shot_file))
     # Imported here: the module pulls in torch and open_clip, which the rest of the report
     # does not need.
     from ccafl.training.zero_shot import attribute_table
@@ -192,12 +236,17 @@ def zero_shot_table(results_dir: str | Path, config: dict | None = None) -> pd.D
     return attribute_table(zero_shot)
 
 
-def benchmark_table(results_dir: str | Path, config: dict | None = None) -> pd.DataFrame:
-    """One row per benchmarked job: rule, epoch (inter epochs), wall seconds, peak RSS."""
+def benchmark_table(benchmarks: dict[str, Path]) -> pd.DataFrame:
+    """One row per benchmarked job: rule, epoch (inter epochs), wall seconds, peak RSS.
+
+    ``benchmarks``: job name (the rule's; stage-3 blocks ``inter_epochs_<first epoch>``) ->
+    its Snakemake benchmark file. A file that is missing or unreadable is left out.
+    """
     rows = []
-    for path in sorted((Path(results_dir) / "benchmarks").glob("*.tsv")):
-        name = path.stem
-        if name == "report":  # the report's own file is from an earlier run of it, if any
+    for name, path in benchmarks.items():
+        path = Path(path)
+        if not path.is_file():
+            log.info("timings: no benchmark file %s (job %s) left out", path, name)
             continue
         try:
             bench = pd.read_csv(path, sep="\t")
@@ -219,12 +268,8 @@ def benchmark_table(results_dir: str | Path, config: dict | None = None) -> pd.D
             }
         )
     if not rows:
-        raise NotAvailable(f"no benchmark files in {Path(results_dir) / 'benchmarks'}")
-    jobs = pd.DataFrame(rows).astype({"epoch": "Int64"})
-    wanted = _configured_epochs(config)
-    if wanted is not None:  # stale epoch files of an earlier, longer run stay out
-        jobs = jobs[(jobs["rule"] != "inter_epochs") | jobs["epoch"].isin(list(wanted))]
-    return jobs.reset_index(drop=True)
+        raise NotAvailable("no benchmark files of this run's jobs")
+    return pd.DataFrame(rows).astype({"epoch": "Int64"})
 
 
 def _rule_rank(rule: str) -> tuple[int, str]:
@@ -254,16 +299,17 @@ def timings_summary(jobs: pd.DataFrame) -> pd.DataFrame:
 # Plots
 
 
-def plot_cmc(results_dir: str | Path, path: Path, max_rank: int = 50) -> None:
+def plot_cmc(
+    cmc_file: Path | None, metrics_file: Path | None, path: Path, max_rank: int = 50
+) -> None:
     """CMC curve, ranks 1..max_rank, with rank-1/5/10 marked."""
-    cmc = _read_parquet(Path(results_dir) / "eval" / "cmc.parquet", "CMC table")
+    cmc = _read_parquet(_given(cmc_file, "CMC table"), "CMC table")
     cmc = cmc[cmc["rank"] <= max_rank].sort_values("rank")
     if cmc.empty:
         raise NotAvailable("the CMC table is empty")
     title = "CMC (Market-1501 protocol)"
-    metrics_path = Path(results_dir) / "eval" / "metrics.json"
-    if metrics_path.is_file():
-        metrics = _read_json(metrics_path)
+    if metrics_file is not None and Path(metrics_file).is_file():
+        metrics = _read_json(Path(metrics_file))
         title += f": mAP {100 * metrics['mAP']:.1f}%, mINP {100 * metrics['mINP']:.1f}%"
     figure = _new_figure(6.0, 4.0)
     ax = figure.add_subplot()
@@ -312,37 +358,36 @@ def _loss_panel(ax, log_table: pd.DataFrame, title: str) -> None:
     ax.legend(fontsize=7, loc="upper right")
 
 
-def _inter_log(results_dir: Path, config: dict | None) -> pd.DataFrame:
+def _inter_log(epochs: dict[int, tuple[Path, Path]]) -> pd.DataFrame:
     tables = [
-        pd.read_parquet(folder / "log.parquet")
-        for _, folder in inter_epoch_dirs(results_dir, config)
-        if (folder / "log.parquet").is_file()
+        pd.read_parquet(log_file)
+        for _, (log_file, _) in sorted(epochs.items())
+        if Path(log_file).is_file()
     ]
     if not tables:
         raise NotAvailable("no inter-camera epochs (train.epochs == train.intra_epochs)")
     return pd.concat(tables, ignore_index=True).sort_values(["epoch", "step"], kind="stable")
 
 
-def plot_losses(results_dir: str | Path, path: Path, config: dict | None = None) -> None:
+STAGE_TITLES = {
+    "clip": "CLIP pretraining on captions",
+    "prompt": "stage 1: prompt learning",
+    "intra": "stage 2: intra-camera",
+}
+
+
+def plot_losses(
+    training_logs: dict[str, Path], epochs: dict[int, tuple[Path, Path]], path: Path
+) -> None:
     """One panel per training stage, each loss term a line over (fractional) epochs."""
-    results_dir = Path(results_dir)
+
+    def stage_log(name: str) -> Callable[[], pd.DataFrame]:
+        return lambda: _read_parquet(Path(training_logs[name]), f"{name} log")
+
     stages: list[tuple[str, Callable[[], pd.DataFrame]]] = [
-        (
-            "CLIP pretraining on captions",
-            lambda: _read_parquet(results_dir / "clip" / "log.parquet", "CLIP log"),
-        ),
-        (
-            "stage 1: prompt learning",
-            lambda: _read_parquet(results_dir / "prompt" / "log.parquet", "prompt log"),
-        ),
-        (
-            "stage 2: intra-camera",
-            lambda: _read_parquet(results_dir / "intra" / "log.parquet", "intra log"),
-        ),
-        ("stage 3: inter-camera", lambda: _inter_log(results_dir, config)),
+        (title, stage_log(name)) for name, title in STAGE_TITLES.items() if name in training_logs
     ]
-    if not _uses_caption_clip(config):
-        stages = stages[1:]
+    stages.append(("stage 3: inter-camera", lambda: _inter_log(epochs)))
     panels = []
     for title, load in stages:
         try:
@@ -375,19 +420,19 @@ def plot_losses(results_dir: str | Path, path: Path, config: dict | None = None)
     _save_figure(figure, path)
 
 
-def association_table(results_dir: str | Path, config: dict | None = None) -> pd.DataFrame:
+def association_table(epochs: dict[int, tuple[Path, Path]]) -> pd.DataFrame:
     rows = []
-    for epoch, folder in inter_epoch_dirs(results_dir, config):
-        if (folder / "metrics.json").is_file():
-            rows.append({**_read_json(folder / "metrics.json"), "epoch": epoch})
+    for epoch, (_, metrics_file) in sorted(epochs.items()):
+        if Path(metrics_file).is_file():
+            rows.append({**_read_json(Path(metrics_file)), "epoch": epoch})
     if not rows:
         raise NotAvailable("no inter-camera epochs (train.epochs == train.intra_epochs)")
     return pd.DataFrame(rows).sort_values("epoch")
 
 
-def plot_association(results_dir: str | Path, path: Path, config: dict | None = None) -> None:
+def plot_association(epochs: dict[int, tuple[Path, Path]], path: Path) -> None:
     """Pairwise precision/recall/F-score and expansion of the association (paper Fig. 12)."""
-    table = association_table(results_dir, config)
+    table = association_table(epochs)
     figure = _new_figure(11.0, 4.0)
     quality_ax, cluster_ax = figure.subplots(1, 2)
     if "assoc_precision" in table and table["assoc_precision"].notna().any():
@@ -445,8 +490,8 @@ def plot_association(results_dir: str | Path, path: Path, config: dict | None = 
     _save_figure(figure, path)
 
 
-def _test_features(results_dir: Path) -> pd.DataFrame:
-    features = _read_parquet(results_dir / "eval" / "features.parquet", "test features")
+def _test_features(features_file: Path | None) -> pd.DataFrame:
+    features = _read_parquet(_given(features_file, "test features"), "test features")
     if features.empty:
         raise NotAvailable("the test feature table is empty")
     return features
@@ -457,12 +502,14 @@ def _feature_matrix(table: pd.DataFrame) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
-def plot_tsne(results_dir: str | Path, path: Path, n_identities: int = 20, seed: int = 0) -> None:
+def plot_tsne(
+    features_file: Path | None, path: Path, n_identities: int = 20, seed: int = 0
+) -> None:
     """t-SNE of query+gallery features of ~20 identities: colour identity, marker camera."""
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    features = _test_features(Path(results_dir))
+    features = _test_features(features_file)
     people = features[features["pid"] > 0]
     # Identities seen by several cameras show whether features are camera-agnostic.
     cameras = people.groupby("pid")["camera"].nunique()
@@ -540,16 +587,16 @@ def retrieval_ranking(
 
 
 def plot_retrieval(
-    results_dir: str | Path,
-    dataset_root: str | Path,
+    features_file: Path | None,
+    dataset_root: str | Path | None,
     path: Path,
     n_queries: int = 6,
     top_k: int = 10,
     seed: int = 0,
 ) -> None:
     """Query (left) and its top-k gallery images; green border = same person, red = wrong."""
-    features = _test_features(Path(results_dir))
-    root = Path(dataset_root)
+    features = _test_features(features_file)
+    root = _given(dataset_root, "dataset root")
     gallery = features[features["split"] == "gallery"].reset_index(drop=True)
     query = features[(features["split"] == "query") & (features["pid"] > 0)]
     # Only queries that have a true match left after the protocol's exclusions.
@@ -642,13 +689,22 @@ def plot_timings(summary: pd.DataFrame, path: Path, adv_start: int | None = None
     _save_figure(figure, path)
 
 
+def ical_start(epochs: dict[int, tuple[Path, Path]]) -> int | None:
+    """The first inter epoch whose log has L_ICAL (E_adv as it happened), or None."""
+    for epoch, (log_file, _) in sorted(epochs.items()):
+        if Path(log_file).is_file():
+            table = pd.read_parquet(log_file)
+            if "loss_ical" in table and table["loss_ical"].notna().any():
+                return epoch
+    return None
+
+
 def write_timings(
-    results_dir: str | Path, out_dir: str | Path, config: dict | None = None
+    benchmarks: dict[str, Path], out_dir: str | Path, adv_start: int | None = None
 ) -> pd.DataFrame:
-    summary = timings_summary(benchmark_table(results_dir, config))
+    summary = timings_summary(benchmark_table(benchmarks))
     out_dir = Path(out_dir)
     write_text(summary.to_csv(index=False, float_format="%.3f"), out_dir / "timings.csv")
-    adv_start = config["train"]["adv_start"] if config is not None else None
     plot_timings(summary, out_dir / "timings.png", adv_start)
     return summary
 
@@ -657,20 +713,15 @@ def write_timings(
 # Everything
 
 
-def build_report(
-    results_dir: str | Path,
-    dataset_root: str | Path,
-    out_dir: str | Path,
-    config: dict | None = None,
-) -> dict:
-    """Write every file of :data:`OUTPUTS` into ``out_dir``.
+def build_report(inputs: ReportInputs, out_dir: str | Path) -> dict:
+    """Write every file of :data:`OUTPUTS` into ``out_dir`` from the files ``inputs`` names.
 
     A plot or table whose inputs are missing is replaced by a placeholder saying why; the
     returned dict maps each output to its path (``outputs``) and each replaced one to the
     reason (``skipped``).
     """
     start = time.perf_counter()
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, str] = {}
 
@@ -689,22 +740,30 @@ def build_report(
                     write_text(f"not available: {why}\n", out_dir / name)
 
     def zero_shot() -> None:
-        table = zero_shot_table(results_dir, config)
+        table = zero_shot_table(inputs.attribute_zero_shot)
         write_text(table.to_csv(index=False, float_format="%.4f"), out_dir / "zero_shot.csv")
 
-    attempt(("metrics.md", "metrics.csv"), lambda: write_metrics(results_dir, out_dir))
-    attempt(("cmc.png",), lambda: plot_cmc(results_dir, out_dir / "cmc.png"))
-    attempt(("losses.png",), lambda: plot_losses(results_dir, out_dir / "losses.png", config))
     attempt(
-        ("association.png",),
-        lambda: plot_association(results_dir, out_dir / "association.png", config),
+        ("metrics.md", "metrics.csv"),
+        lambda: write_metrics(inputs.metrics, out_dir, inputs.references),
     )
-    attempt(("tsne.png",), lambda: plot_tsne(results_dir, out_dir / "tsne.png"))
+    attempt(("cmc.png",), lambda: plot_cmc(inputs.cmc, inputs.metrics, out_dir / "cmc.png"))
+    attempt(
+        ("losses.png",),
+        lambda: plot_losses(inputs.training_logs, inputs.epochs, out_dir / "losses.png"),
+    )
+    attempt(
+        ("association.png",), lambda: plot_association(inputs.epochs, out_dir / "association.png")
+    )
+    attempt(("tsne.png",), lambda: plot_tsne(inputs.features, out_dir / "tsne.png"))
     attempt(
         ("retrieval.png",),
-        lambda: plot_retrieval(results_dir, dataset_root, out_dir / "retrieval.png"),
+        lambda: plot_retrieval(inputs.features, inputs.dataset_root, out_dir / "retrieval.png"),
     )
-    attempt(("timings.csv", "timings.png"), lambda: write_timings(results_dir, out_dir, config))
+    attempt(
+        ("timings.csv", "timings.png"),
+        lambda: write_timings(inputs.benchmarks, out_dir, ical_start(inputs.epochs)),
+    )
     attempt(("zero_shot.csv",), zero_shot)
     return {
         "outputs": {name: str(out_dir / name) for name in OUTPUTS},

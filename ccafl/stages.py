@@ -216,8 +216,30 @@ def _final(args: argparse.Namespace, config: dict) -> None:
     log.info("final model (epoch %d) written to %s", checkpoint["epoch"], args.out)
 
 
+def _loader_workers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        metavar="N",
+        help="DataLoader workers of the feature extraction (default: train.num_workers); the "
+        "rules pass it outside the stage's config keys, since the features do not depend on it",
+    )
+
+
+def with_loader_workers(config: dict, workers: int | None) -> dict:
+    """``config`` with train.num_workers set to ``workers`` (unchanged when None).
+
+    Why: the evaluation's loader reads train.num_workers, a key that changes no feature; the
+    rules pass it on its own so that changing it does not rerun an evaluation.
+    """
+    if workers is None:
+        return config
+    return {**config, "train": {**config.get("train", {}), "num_workers": workers}}
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     _paths("ics_dir", "clip", "out_dir")(p)
+    _loader_workers_arg(p)
     p.add_argument(
         "--model",
         type=Path,
@@ -230,6 +252,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace, config: dict) -> None:
     from ccafl.retrieval import evaluate_model, load_model_for_eval
 
+    config = with_loader_workers(config, args.loader_workers)
     model = load_model_for_eval(config, args.model, args.clip)
     label = args.label or (str(args.model) if args.model else f"raw {config['clip']['model']}")
     evaluate_model(
@@ -256,6 +279,7 @@ def _variant_table_args(p: argparse.ArgumentParser) -> None:
         help="a reference evaluation (zeroshot, untrained) to list above the variants",
     )
     p.add_argument("--out", type=Path, required=True, help="markdown table to write")
+    p.add_argument("--csv", type=Path, required=True, help="CSV of every run to write")
 
 
 @command(
@@ -268,12 +292,13 @@ def _variant_table(args: argparse.Namespace, config: dict) -> None:
 
     runs = {(variant, int(seed)): Path(path) for variant, seed, path in args.run}
     references = dict(args.reference)
-    table = write_variant_table(config, runs, args.out, args.group, references)
+    table = write_variant_table(config, runs, args.out, args.csv, args.group, references)
     log.info("%d runs collected into %s", len(table), args.out)
 
 
 def _reference_args(p: argparse.ArgumentParser) -> None:
     _paths("ics_dir", "clip")(p)
+    _loader_workers_arg(p)
     p.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     p.add_argument(
         "--untrained",
@@ -292,7 +317,7 @@ def _reference(args: argparse.Namespace, config: dict) -> None:
     from ccafl.reference import reference_metrics
 
     result = reference_metrics(
-        config,
+        with_loader_workers(config, args.loader_workers),
         args.clip,
         config["dataset"]["root"],
         args.ics_dir,
@@ -351,6 +376,7 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
         help="eval/metrics.json of a supervised reference run (repeat per seed)",
     )
     p.add_argument("--out", type=Path, required=True, help="markdown table to write")
+    p.add_argument("--json", type=Path, required=True, help="the same numbers as JSON, to write")
 
 
 @command(
@@ -368,7 +394,7 @@ def _calibration(args: argparse.Namespace, config: dict) -> None:
         {int(seed): path for seed, path in args.ccafl},
         {int(seed): path for seed, path in args.supervised},
     )
-    write_calibration(result, args.out)
+    write_calibration(result, args.out, args.json)
     for ratio in result["ratios"]:
         log.info(
             "%s: %.2f (target >= %s)%s",

@@ -44,10 +44,12 @@ def test_calibration_ratios_and_targets(tmp_path: Path) -> None:
     assert ratios["CCAFL / supervised"]["met"]  # 0.857 >= 0.85
     assert ratios["best zero-shot / best untrained"]["value"] == pytest.approx(6.0)
     out = tmp_path / "calibration.md"
-    write_calibration(result, out)
+    write_calibration(result, out, tmp_path / "calibration.json")
     text = out.read_text()
     assert "| CCAFL / supervised | 0.86 | >= 0.85 | yes |" in text
-    assert json.loads(out.with_suffix(".json").read_text())["points"]["supervised"]["mAP"] == 70
+    assert (
+        json.loads((tmp_path / "calibration.json").read_text())["points"]["supervised"]["mAP"] == 70
+    )
     low = calibration_table(
         _reference(tmp_path / "z.json", 0.50),
         _reference(tmp_path / "u.json", 0.05),

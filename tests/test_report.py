@@ -1,5 +1,6 @@
 """The report stage on tiny fake artifacts: every declared output is written, even when optional
-inputs are missing, and the tables hold the numbers the other stages wrote."""
+inputs are missing, the tables hold the numbers the other stages wrote, and only the files the
+report rule names are read."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ccafl.report import OUTPUTS, build_report
+from ccafl.report import (
+    OUTPUTS,
+    ReportInputs,
+    association_table,
+    benchmark_table,
+    build_report,
+    ical_start,
+    write_metrics,
+)
 
-CONFIG = {
-    "dataset": {"name": "fake", "root": "unused"},
-    "clip": {"pretrained": "captions"},
-    "train": {"epochs": 4, "intra_epochs": 2, "adv_start": 4},
-    "eval": {"rerank": False},
-}
 METRICS = {
     "mAP": 0.4321,
     "mINP": 0.1234,
@@ -86,9 +89,21 @@ def _benchmark(path: Path, seconds: float) -> None:
     path.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t100.5\n")
 
 
+def _reference(offset: float) -> dict:
+    """A reference JSON as ccafl.reference writes it: per feature, raw and calibrated."""
+    result: dict = {"source": "captions"}
+    for i, feature in enumerate(("pooled", "projection", "concat")):
+        result[feature] = {
+            way: {**METRICS, "model": feature, "mAP": offset + 0.01 * i + 0.001 * j}
+            for j, way in enumerate(("raw", "calibrated"))
+        }
+    result["best"] = {"feature": "concat", "way": "calibrated", **result["concat"]["calibrated"]}
+    return result
+
+
 @pytest.fixture
-def run(tmp_path: Path) -> tuple[Path, Path]:
-    """A complete fake run: results folder and dataset root."""
+def run(tmp_path: Path) -> ReportInputs:
+    """A complete fake run: every file the report rule names, and a dataset root."""
     results, root = tmp_path / "results", tmp_path / "dataset"
     _json(results / "eval" / "metrics.json", METRICS)
     ranks = np.arange(1, 51)
@@ -98,6 +113,7 @@ def run(tmp_path: Path) -> tuple[Path, Path]:
     _parquet(results / "prompt" / "log.parquet", _log([1, 2], ["loss_prompt"]))
     intra = ["loss", "loss_intra1", "loss_intra2", "loss_i2tce", "loss_gid"]
     _parquet(results / "intra" / "log.parquet", _log([1, 2], intra))
+    epochs = {}
     for epoch in (3, 4):
         folder = results / "inter" / f"epoch_{epoch:03d}"
         losses = ["loss", "loss_ipcl", "loss_i2tce", "loss_gid"]
@@ -111,9 +127,9 @@ def run(tmp_path: Path) -> tuple[Path, Path]:
             "assoc_n_identities": 6,
         }
         _json(folder / "metrics.json", metrics)
+        epochs[epoch] = (folder / "log.parquet", folder / "metrics.json")
         _benchmark(results / "benchmarks" / f"inter_epochs_{epoch:03d}.tsv", 2.0 * epoch)
     _benchmark(results / "benchmarks" / "intra.tsv", 5.0)
-    _benchmark(results / "benchmarks" / "report.tsv", 99.0)  # an earlier report run: left out
     zero_shot = {
         "n_test_images": 25,
         "attributes": {
@@ -127,7 +143,29 @@ def run(tmp_path: Path) -> tuple[Path, Path]:
         },
     }
     _json(results / "clip" / "zero_shot.json", zero_shot)
-    return results, root
+    _json(results / "reference" / "zeroshot.json", _reference(0.2))
+    # Files of an earlier, longer run and the report's own benchmark: not named, never read.
+    stale = results / "inter" / "epoch_009"
+    _parquet(stale / "log.parquet", _log([9], ["loss", "loss_ipcl"]))
+    _json(stale / "metrics.json", {"epoch": 9, "n_gids": 12, "n_clusters": 1, "n_edges": 0})
+    _benchmark(results / "benchmarks" / "inter_epochs_009.tsv", 99.0)
+    _benchmark(results / "benchmarks" / "report.tsv", 99.0)
+    return ReportInputs(
+        metrics=results / "eval" / "metrics.json",
+        cmc=results / "eval" / "cmc.parquet",
+        features=results / "eval" / "features.parquet",
+        dataset_root=root,
+        training_logs={
+            name: results / name / "log.parquet" for name in ("clip", "prompt", "intra")
+        },
+        epochs=epochs,
+        attribute_zero_shot=results / "clip" / "zero_shot.json",
+        references={"zeroshot": results / "reference" / "zeroshot.json"},
+        benchmarks={
+            name: results / "benchmarks" / f"{name}.tsv"
+            for name in ("intra", "inter_epochs_003", "inter_epochs_004")
+        },
+    )
 
 
 def _assert_all_written(out: Path) -> None:
@@ -139,14 +177,14 @@ def _assert_all_written(out: Path) -> None:
 
 
 def test_full_run_writes_every_output_with_the_metrics(run, tmp_path: Path) -> None:
-    results, root = run
     out = tmp_path / "report"
-    summary = build_report(results, root, out, CONFIG)
+    summary = build_report(run, out)
     _assert_all_written(out)
     assert summary["skipped"] == {}
     assert set(summary["outputs"]) == set(OUTPUTS)
 
     table = pd.read_csv(out / "metrics.csv")
+    assert table["model"].iloc[0] == "CCAFL"  # the trained model comes first
     for column, key in [("mAP", "mAP"), ("mINP", "mINP"), ("rank-1", "rank1")]:
         assert table[column].iloc[0] == pytest.approx(METRICS[key])
     assert table["rank-5"].iloc[0] == pytest.approx(0.75)
@@ -160,7 +198,7 @@ def test_full_run_writes_every_output_with_the_metrics(run, tmp_path: Path) -> N
     per_rule = timings[timings["level"] == "rule"].set_index("rule")
     assert per_rule.loc["inter_epochs", "seconds"] == pytest.approx(14.0)  # 6 s + 8 s
     assert per_rule.loc["inter_epochs", "jobs"] == 2
-    assert "report" not in per_rule.index
+    assert "report" not in per_rule.index  # not named by the rule: never read
     assert sorted(timings.loc[timings["level"] == "epoch", "epoch"]) == [3, 4]
 
     zero_shot = pd.read_csv(out / "zero_shot.csv")
@@ -168,16 +206,54 @@ def test_full_run_writes_every_output_with_the_metrics(run, tmp_path: Path) -> N
     assert zero_shot.loc[0, "precision@10"] == pytest.approx(0.6)
 
 
+def test_metrics_table_shows_the_zero_shot_reference_rows(run, tmp_path: Path) -> None:
+    """Every retrieval feature of the pretrained CLIP, raw and calibrated, beside the model."""
+    out = tmp_path / "report"
+    write_metrics(run.metrics, out, run.references)
+    table = pd.read_csv(out / "metrics.csv")
+    reference = json.loads(run.references["zeroshot"].read_text())
+    assert len(table) == 1 + 3 * 2
+    for feature in ("pooled", "projection", "concat"):
+        for way in ("raw", "calibrated"):
+            name = f"pretrained CLIP (captions), no ReID training: {feature} ({way})"
+            row = table[table["model"] == name]
+            assert len(row) == 1, name
+            assert row["mAP"].iloc[0] == pytest.approx(reference[feature][way]["mAP"])
+            assert row["rank-1"].iloc[0] == pytest.approx(reference[feature][way]["rank1"])
+    markdown = (out / "metrics.md").read_text()
+    assert (
+        "| fake | pretrained CLIP (captions), no ReID training: concat (calibrated) | 22.1 |"
+        in (markdown)
+    )
+    assert "Training that does not beat the best of them" in markdown
+
+
+def test_a_missing_reference_file_leaves_only_the_model_row(run, tmp_path: Path) -> None:
+    run.references["zeroshot"].unlink()
+    out = tmp_path / "report"
+    write_metrics(run.metrics, out, run.references)
+    assert list(pd.read_csv(out / "metrics.csv")["model"]) == ["CCAFL"]
+
+
+def test_only_the_named_epochs_are_drawn(run, tmp_path: Path) -> None:
+    """The stale epoch 9 of the fixture is on disk but not named: left out of every plot."""
+    assert ical_start(run.epochs) == 4  # E_adv as the logs show it
+    run.epochs.pop(4)
+    run.benchmarks.pop("inter_epochs_004")
+    assert list(association_table(run.epochs)["epoch"]) == [3]
+    jobs = benchmark_table(run.benchmarks)
+    assert sorted(jobs["epoch"].dropna()) == [3] and "report" not in set(jobs["rule"])
+    assert ical_start(run.epochs) is None
+
+
 def test_missing_optional_inputs_give_placeholders(run, tmp_path: Path) -> None:
-    results, root = run
-    for epoch in (3, 4):  # epochs == intra_epochs: no stage 3
-        for name in ("log.parquet", "metrics.json"):
-            (results / "inter" / f"epoch_{epoch:03d}" / name).unlink()
-    (results / "clip" / "zero_shot.json").unlink()
-    for path in (results / "benchmarks").glob("*.tsv"):
+    run.epochs.clear()  # epochs == intra_epochs: no stage 3
+    run.attribute_zero_shot = None
+    run.dataset_root = tmp_path / "no-images"
+    for path in run.benchmarks.values():  # named by the rule, but not on disk
         path.unlink()
     out = tmp_path / "report"
-    summary = build_report(results, tmp_path / "no-images", out, CONFIG)
+    summary = build_report(run, out)
     _assert_all_written(out)
     assert set(summary["skipped"]) == {
         "association.png",
@@ -192,22 +268,22 @@ def test_missing_optional_inputs_give_placeholders(run, tmp_path: Path) -> None:
 
 
 def test_no_training_truth_and_no_caption_clip(run, tmp_path: Path) -> None:
-    results, root = run
-    for epoch in (3, 4):  # a dataset without train_truth: no assoc_* diagnostics
-        path = results / "inter" / f"epoch_{epoch:03d}" / "metrics.json"
-        metrics = json.loads(path.read_text())
-        path.write_text(json.dumps({k: v for k, v in metrics.items() if "assoc" not in k}))
-    config = {**CONFIG, "clip": {"pretrained": "openai"}}
+    for _, metrics_file in run.epochs.values():  # a dataset without train_truth: no assoc_*
+        metrics = json.loads(metrics_file.read_text())
+        metrics_file.write_text(json.dumps({k: v for k, v in metrics.items() if "assoc" not in k}))
+    # No caption-pretrained CLIP: the rule names neither its log nor its zero_shot.json.
+    run.attribute_zero_shot = None
+    run.training_logs.pop("clip")
     out = tmp_path / "report"
-    summary = build_report(results, root, out, config)
+    summary = build_report(run, out)
     _assert_all_written(out)
-    # The clusters panel is still drawn; a stale zero_shot.json of a caption CLIP is not used.
+    # The clusters panel is still drawn.
     assert set(summary["skipped"]) == {"zero_shot.csv"}
     assert "captions" in summary["skipped"]["zero_shot.csv"]
 
 
 def test_nothing_at_all_still_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    summary = build_report(tmp_path / "empty", tmp_path / "none", out, None)
+    summary = build_report(ReportInputs(), out)
     _assert_all_written(out)
     assert set(summary["skipped"]) == set(OUTPUTS)

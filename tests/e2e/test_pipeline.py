@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,9 @@ from pin import PINNED, REGENERATE, collect, differences
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
+# Every job sees only the config keys its rule passes (ccafl.cli): a stage that reads a key its
+# rule leaves out fails here instead of silently running with the default.
+STRICT = {**os.environ, "CCAFL_STRICT_CONFIG": "1"}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -31,7 +35,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         "2",
         *args,
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=STRICT)
     if check and result.returncode != 0:
         logs = "\n".join(
             f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
@@ -128,15 +132,49 @@ def test_forcerun_evaluate_reruns_only_evaluation(workdir: Path) -> None:
     assert set(jobs) <= {"evaluate", "report", "all"}
 
 
-def test_changed_eval_parameter_reruns_only_evaluation(workdir: Path) -> None:
+# Which jobs a one-key change plans (issue 12): every rule's params name exactly the config
+# keys its stage reads. The tiny run: epochs 1-2 intra, 3-5 inter, one stage-3 job per epoch.
+TRAINING = {"intra", "inter_epochs_003", "inter_epochs_004", "inter_epochs_005"}
+TRAINING |= {"final", "evaluate", "report", "all"}
+STAGE3 = TRAINING - {"intra"}
+EVALUATION = {"evaluate", "zeroshot", "report", "all"}
+EVERYTHING = {"synthesize", "ics", "clip_pretrain", "prompt", "zeroshot"} | TRAINING
+RERUNS = [
+    ("train.lam", 0.6, TRAINING),  # stage 2 onwards; not ics, prompt, clip_pretrain, zeroshot
+    ("train.threshold", 1.3, STAGE3),  # read by stage 3 only
+    ("train.adv_start", 5, STAGE3),
+    # Blocks of 2, jobs 3-4 and 5: the same numbers (test_blocks_...), but new jobs; not intra.
+    ("train.epochs_per_job", 2, STAGE3 - {"inter_epochs_004"}),
+    # Training's loader; the evaluations' loaders take it as a resource (no number changes).
+    ("train.num_workers", 1, TRAINING),
+    ("resources.threads_per_job", 1, set()),  # how jobs run, not what they compute
+    ("eval.batch_size", 32, EVALUATION),
+    ("eval.rerank", True, EVALUATION),
+    ("prompt.lr", 1.0e-3, {"prompt"} | TRAINING),
+    ("clip_pretrain.lr", 1.0e-3, {"clip_pretrain", "prompt", "zeroshot"} | TRAINING),
+    ("dataset.verify_images", "full", EVERYTHING - {"synthesize", "clip_pretrain"}),
+    ("synthetic.seed", 4, EVERYTHING),
+]
+
+
+def changed_config(workdir: Path, key: str, value: object) -> Path:
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    config["eval"]["batch_size"] = 32
-    changed = workdir / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    jobs = planned_jobs(workdir, "--configfile", str(changed))
-    assert "evaluate" in jobs
-    # The zero-shot reference row is an evaluation too.
-    assert set(jobs) <= {"evaluate", "zeroshot", "report", "all"}
+    *sections, name = key.split(".")
+    node = config
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[name] = value
+    path = workdir / f"changed-{key}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), RERUNS, ids=[r[0] for r in RERUNS])
+def test_a_changed_key_reruns_exactly_the_stages_that_read_it(
+    workdir: Path, key: str, value: object, expected: set[str]
+) -> None:
+    jobs = planned_jobs(workdir, "--configfile", str(changed_config(workdir, key, value)))
+    assert set(jobs) == expected
 
 
 def test_changed_train_parameter_reruns_training_but_not_ics(workdir: Path) -> None:
@@ -261,7 +299,11 @@ def test_run_killed_inside_a_block_resumes_from_the_block_start(
         "2",
     ]
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=STRICT,
     )
     first_epoch = killed / "results" / "tiny" / "inter" / "epoch_003" / "metrics.json"
     deadline = time.monotonic() + 600

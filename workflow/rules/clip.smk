@@ -15,7 +15,7 @@ rule clip_pretrain:
         log=f"{RESULTS}/clip/log.parquet",
         zero_shot=f"{RESULTS}/clip/zero_shot.json",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "clip_pretrain"),
+        cfg=cfg_json(*CLIP_PRETRAIN_KEYS),
         out_dir=f"{RESULTS}/clip",
     resources:
         gpu=GPUS,
@@ -23,9 +23,9 @@ rule clip_pretrain:
     log:
         f"{LOGS}/clip_pretrain.log",
     benchmark:
-        f"{RESULTS}/benchmarks/clip_pretrain.tsv"
+        benchmark_file("clip_pretrain")
     shell:
-        "{GPU_CCAFL} clip-pretrain --set {params.cfg} --out-dir {params.out_dir} > {log} 2>&1"
+        "{GPU_CCAFL} clip-pretrain --set {params.cfg} --stage-keys --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule clip_import:
@@ -34,10 +34,10 @@ rule clip_import:
     output:
         model=f"{RESULTS}/clip/imported.pt",
     params:
-        cfg=cfg_json("clip"),
+        cfg=cfg_json(*CLIP_SOURCE_KEYS),
     log:
         f"{LOGS}/clip_import.log",
     benchmark:
-        f"{RESULTS}/benchmarks/clip_import.tsv"
+        benchmark_file("clip_import")
     shell:
-        "{CCAFL} clip-import --set {params.cfg} --out {output.model} > {log} 2>&1"
+        "{CCAFL} clip-import --set {params.cfg} --stage-keys --out {output.model} > {log} 2>&1"

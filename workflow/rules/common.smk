@@ -2,14 +2,16 @@
 #
 # Per-run rules (prompt .. evaluate) have a `{run}` path prefix: "" for the main run,
 # "ablation/<variant>-s<seed>/" for a variant (ccafl.ablation); each run has its own config.
+import json
 import re
 import shlex
 import sys
 from pathlib import Path
 
 from ccafl.ablation import RUN_PATTERN as RUN_PATTERN_STRICT
-from ccafl.ablation import run_config, runs, sections_json
+from ccafl.ablation import run_config, runs
 from ccafl.checks import checked_checkpoint
+from ccafl.config import select_keys
 
 DS = config["dataset"]["name"]
 RESULTS = f"results/{DS}"
@@ -27,9 +29,56 @@ RUN = "{run}"
 # CPU threads of a compute job: all cores when jobs run on the CPU one after the other (the
 # training chain is sequential), a few when GPU jobs may run side by side.
 THREADS = config["resources"]["threads_per_job"] or (workflow.cores if GPUS == 0 else 4)
-# What stages 2 and 3 depend on: a change here reruns training, not ICS or the prompts.
-TRAINING_SECTIONS = ("dataset", "input", "clip", "prompt", "train")
-PROMPT_SECTIONS = ("dataset", "input", "clip", "prompt")
+
+
+def keys_except(section, excluded):
+    """Every key of a config section (nested ones one by one) except the ``excluded`` ones."""
+
+    def leaves(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    return tuple(key for key in leaves(config[section], f"{section}.") if key not in excluded)
+
+
+# The config keys each stage reads: a rule passes exactly these (`cfg_json`), so Snakemake
+# reruns a stage when one of them changes and never for any other key (README, "Reruns").
+# The end-to-end tests run every job with CCAFL_STRICT_CONFIG=1, where a stage sees only these.
+# Job layout: how stage 3 is cut into jobs; it changes no number (a changed block reruns
+# through the blocks' own --epoch params).
+JOB_LAYOUT_KEYS = ("train.epochs_per_job",)
+# Read by stage 3 only: changing one reruns the stage-3 blocks, not stage 2.
+STAGE3_ONLY_KEYS = (
+    "train.adv_start",
+    "train.eps",
+    "train.threshold",
+    "train.labels",
+    "train.losses.ical",
+)
+SYNTHESIZE_KEYS = ("dataset.format", "dataset.root", "synthetic")
+ICS_KEYS = ("dataset.root", "dataset.format", "dataset.verify_images", "dataset.layout")
+CLIP_SOURCE_KEYS = ("clip.model", "clip.pretrained", "clip.quick_gelu")
+CLIP_PRETRAIN_KEYS = ("dataset.root", "input", "clip", "clip_pretrain")
+PROMPT_KEYS = ("dataset.root", "input", "clip", "prompt")
+INTRA_KEYS = (
+    "dataset.root",
+    "input",
+    "clip",
+    *keys_except("train", STAGE3_ONLY_KEYS + JOB_LAYOUT_KEYS),
+)
+# Stage 3 writes the run's configuration into every checkpoint and so into final/model.pt:
+# all of it but the job layout (a change to a stage-2 key reruns stage 3 through intra anyway).
+INTER_KEYS = ("dataset", "input", "clip", "prompt", *keys_except("train", JOB_LAYOUT_KEYS))
+# Evaluation reads the model's own config from model.pt. Its loader workers (train.num_workers)
+# change no number, so they are passed as a resource (`loader_workers`), which reruns nothing.
+EVALUATE_KEYS = ("dataset.name", "dataset.root", "input", "eval")
+ZEROSHOT_KEYS = ("dataset.name", "dataset.root", "input", "clip", "eval")
+UNTRAINED_KEYS = (*ZEROSHOT_KEYS, "train.seed")  # the seed of the random network
+REPORT_KEYS = ("dataset.root",)  # the images of the retrieval examples
+VARIANT_TABLE_KEYS = ("ablation", "clip.pretrained", "train.losses", "train.labels")
 
 
 RUN_PATTERN = r"(ablation/[A-Za-z0-9_.+=-]+-s\d+/)?"
@@ -40,17 +89,31 @@ wildcard_constraints:
     epoch=r"\d{3}",
 
 
-def cfg_json(*sections, run=""):
-    """The config sections a stage depends on, as one shell-quoted JSON argument.
+def cfg_json(*keys, run=""):
+    """The config keys a stage reads (sections or single keys), as one shell-quoted JSON
+    argument of the run's config.
 
-    Passed as a param, so Snakemake reruns a stage exactly when these sections change.
+    Passed as a param, so Snakemake reruns a stage exactly when one of these keys changes.
     """
-    return shlex.quote(sections_json(run_config(config, run), sections))
+    return shlex.quote(keys_json(run_config(config, run), keys))
 
 
-def run_cfg(*sections):
+def keys_json(a_config, keys):
+    return json.dumps(select_keys(a_config, keys), sort_keys=True)
+
+
+def run_cfg(*keys):
     """cfg_json for the run of the job's `{run}` wildcard."""
-    return lambda wildcards: cfg_json(*sections, run=wildcards.run)
+    return lambda wildcards: cfg_json(*keys, run=wildcards.run)
+
+
+def loader_workers(wildcards=None):
+    """DataLoader workers of an evaluation's feature extraction (train.num_workers of the run).
+
+    A resource, not a param: the features are the same whatever the count, so changing it must
+    not rerun an evaluation (Snakemake reruns on params, never on resources).
+    """
+    return run_config(config, getattr(wildcards, "run", ""))["train"]["num_workers"]
 
 
 def dataset_inputs():
@@ -64,15 +127,12 @@ def uses_caption_clip(run=""):
     return run_config(config, run)["clip"]["pretrained"] == "captions"
 
 
-CLIP_SOURCE_KEYS = ("model", "pretrained", "quick_gelu")
-
-
 def imports_clip(run=""):
     """A tag or local file, read once by clip_import. A variant naming another source reads
     it directly (there is one import per dataset: the main config's)."""
-    clip = run_config(config, run)["clip"]
-    same = all(clip[key] == config["clip"][key] for key in CLIP_SOURCE_KEYS)
-    return same and clip["pretrained"] not in (None, "captions")
+    own = run_config(config, run)
+    same = keys_json(own, CLIP_SOURCE_KEYS) == keys_json(config, CLIP_SOURCE_KEYS)
+    return same and own["clip"]["pretrained"] not in (None, "captions")
 
 
 def clip_source_file():
@@ -91,9 +151,7 @@ WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors"}
 
 def prompt_run(run):
     """Variants whose stage-1 config equals the main run's reuse the main run's prompts."""
-    same = sections_json(run_config(config, run), PROMPT_SECTIONS) == sections_json(
-        config, PROMPT_SECTIONS
-    )
+    same = keys_json(run_config(config, run), PROMPT_KEYS) == keys_json(config, PROMPT_KEYS)
     return "" if same else run
 
 
@@ -168,6 +226,16 @@ def block_layouts():
 def block_rule_name(layout_index, block):
     prefix = "inter_epochs" if layout_index == 0 else f"inter_epochs_layout{layout_index}"
     return f"{prefix}_{block[0]:03d}"
+
+
+def block_job_name(block):
+    """A stage-3 block's name in log and benchmark files (whatever its layout): first epoch."""
+    return f"inter_epochs_{block[0]:03d}"
+
+
+def benchmark_file(job, run=""):
+    """Snakemake's benchmark file of a job (wall time, peak memory), read by the report."""
+    return f"{RESULTS}/{run}benchmarks/{job}.tsv"
 
 
 def run_constraint(layout_runs):
@@ -266,17 +334,54 @@ def epoch_artifacts(run=""):
 
 
 def report_inputs(wildcards):
+    """The main run's artifacts the report draws from; `report_args` names each for the code."""
     inputs = {
         "metrics": f"{RESULTS}/eval/metrics.json",
         "cmc": f"{RESULTS}/eval/cmc.parquet",
         "features": f"{RESULTS}/eval/features.parquet",
-        "intra": f"{RESULTS}/intra/log.parquet",
-        "prompt": f"{RESULTS}/prompt/log.parquet",
-        "epochs": epoch_artifacts(),
+        "prompt_log": f"{RESULTS}/prompt/log.parquet",
+        "intra_log": f"{RESULTS}/intra/log.parquet",
+        "epoch_logs": [f"{epoch_dir('', e)}/log.parquet" for e in inter_epochs()],
+        "epoch_metrics": [f"{epoch_dir('', e)}/metrics.json" for e in inter_epochs()],
+        "zeroshot": f"{RESULTS}/reference/zeroshot.json",
     }
     if uses_caption_clip():
-        inputs["zero_shot"] = f"{RESULTS}/clip/zero_shot.json"
+        inputs["clip_log"] = f"{RESULTS}/clip/log.parquet"
+        inputs["attribute_zero_shot"] = f"{RESULTS}/clip/zero_shot.json"
     return inputs
+
+
+def report_jobs():
+    """The main run's jobs upstream of the report, whose benchmark files give its timings."""
+    jobs = ["synthesize"] if config["dataset"]["format"] == "synthetic" else []
+    jobs.append("ics")
+    if uses_caption_clip():
+        jobs.append("clip_pretrain")
+    elif imports_clip():
+        jobs.append("clip_import")
+    jobs += ["prompt", "intra", *map(block_job_name, inter_blocks()), "final", "evaluate"]
+    return [*jobs, "zeroshot"]
+
+
+def report_args(wildcards, input):
+    """Every file the report reads, as its command-line flags.
+
+    The benchmark files are named here but are not inputs: each is written by a job that is
+    upstream of the report anyway, and a deleted one must not rerun the job that wrote it.
+    """
+    q = shlex.quote
+    args = [
+        f"--metrics {q(input.metrics)} --cmc {q(input.cmc)} --features {q(input.features)}",
+        f"--training-log prompt {q(input.prompt_log)} --training-log intra {q(input.intra_log)}",
+        f"--reference zeroshot {q(input.zeroshot)}",
+    ]
+    if "clip_log" in input.keys():
+        args.append(f"--training-log clip {q(input.clip_log)}")
+        args.append(f"--attribute-zero-shot {q(input.attribute_zero_shot)}")
+    epochs = zip(inter_epochs(), input.epoch_logs, input.epoch_metrics, strict=True)
+    args += [f"--epoch {epoch} {q(lg)} {q(metrics)}" for epoch, lg, metrics in epochs]
+    args += [f"--benchmark {job} {q(benchmark_file(job))}" for job in report_jobs()]
+    return " ".join(args)
 
 
 def report_file(name, caption, category):

@@ -6,13 +6,13 @@ rule synthesize:
         spec=f"{config['dataset']['root']}/spec.json",
         captions=f"{config['dataset']['root']}/captions.parquet",
     params:
-        cfg=cfg_json("dataset", "synthetic"),
+        cfg=cfg_json(*SYNTHESIZE_KEYS),
     log:
         f"{LOGS}/synthesize.log",
     benchmark:
-        f"{RESULTS}/benchmarks/synthesize.tsv"
+        benchmark_file("synthesize")
     shell:
-        "{CCAFL} synthesize --set {params.cfg} --log {log}"
+        "{CCAFL} synthesize --set {params.cfg} --stage-keys --log {log}"
 
 
 rule ics:
@@ -25,11 +25,11 @@ rule ics:
         gallery=f"{RESULTS}/ics/gallery.parquet",
         summary=f"{RESULTS}/ics/summary.json",
     params:
-        cfg=cfg_json("dataset"),
+        cfg=cfg_json(*ICS_KEYS),
         out_dir=f"{RESULTS}/ics",
     log:
         f"{LOGS}/ics.log",
     benchmark:
-        f"{RESULTS}/benchmarks/ics.tsv"
+        benchmark_file("ics")
     shell:
-        "{CCAFL} ics --set {params.cfg} --out-dir {params.out_dir} --log {log}"
+        "{CCAFL} ics --set {params.cfg} --stage-keys --out-dir {params.out_dir} --log {log}"

@@ -11,20 +11,22 @@ rule evaluate:
         cmc=f"{RESULTS}/{RUN}eval/cmc.parquet",
         features=f"{RESULTS}/{RUN}eval/features.parquet",
     params:
-        cfg=run_cfg("dataset", "input", "clip", "train", "eval"),
+        cfg=run_cfg(*EVALUATE_KEYS),
         ics_dir=f"{RESULTS}/ics",
         out_dir=lambda w: f"{RESULTS}/{w.run}eval",
         label=lambda w: w.run.removeprefix("ablation/").rstrip("/") or "CCAFL",
     resources:
         gpu=GPUS,
+        loader_workers=loader_workers,
     threads: THREADS
     log:
         f"{LOGS}/{RUN}evaluate.log",
     benchmark:
-        f"{RESULTS}/{RUN}benchmarks/evaluate.tsv"
+        benchmark_file("evaluate", RUN)
     shell:
-        "{GPU_CCAFL} evaluate --set {params.cfg} --model {input.model} --label {params.label} "
-        "--ics-dir {params.ics_dir} --out-dir {params.out_dir} > {log} 2>&1"
+        "{GPU_CCAFL} evaluate --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
+        "--model {input.model} --label {params.label} --ics-dir {params.ics_dir} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule ablation:
@@ -34,15 +36,16 @@ rule ablation:
         untrained=f"{RESULTS}/reference/untrained.json",
     output:
         table=f"{RESULTS}/ablation/table.md",
+        csv=f"{RESULTS}/ablation/table.csv",
     params:
-        cfg=cfg_json(*config),
+        cfg=cfg_json(*VARIANT_TABLE_KEYS),  # each variant's loss switches and backbone
         runs=lambda w, input: run_args("variants", input.runs),
     log:
         f"{LOGS}/ablation.log",
     shell:
-        "{CCAFL} variant-table --set {params.cfg} --group variants {params.runs} "
+        "{CCAFL} variant-table --set {params.cfg} --stage-keys --group variants {params.runs} "
         "--reference zeroshot {input.zeroshot} --reference untrained {input.untrained} "
-        "--out {output.table} > {log} 2>&1"
+        "--out {output.table} --csv {output.csv} > {log} 2>&1"
 
 
 rule sweep:
@@ -50,14 +53,14 @@ rule sweep:
         runs=run_metrics("sweeps"),
     output:
         table=f"{RESULTS}/ablation/sweep.md",
+        csv=f"{RESULTS}/ablation/sweep.csv",
     params:
-        cfg=cfg_json(*config),
         runs=lambda w, input: run_args("sweeps", input.runs),
     log:
         f"{LOGS}/sweep.log",
     shell:
-        "{CCAFL} variant-table --set {params.cfg} --group sweeps {params.runs} "
-        "--out {output.table} > {log} 2>&1"
+        "{CCAFL} variant-table --group sweeps {params.runs} "
+        "--out {output.table} --csv {output.csv} > {log} 2>&1"
 
 
 rule calibration:
@@ -68,6 +71,7 @@ rule calibration:
         supervised=lambda w: variant_metrics("supervised"),
     output:
         table=f"{RESULTS}/ablation/calibration.md",
+        json=f"{RESULTS}/ablation/calibration.json",
     params:
         ccafl=lambda w, input: seed_args("--ccafl", input.ccafl),
         supervised=lambda w, input: seed_args("--supervised", input.supervised),
@@ -75,4 +79,5 @@ rule calibration:
         f"{LOGS}/calibration.log",
     shell:
         "{CCAFL} calibration --zeroshot {input.zeroshot} --untrained {input.untrained} "
-        "{params.ccafl} {params.supervised} --out {output.table} > {log} 2>&1"
+        "{params.ccafl} {params.supervised} --out {output.table} --json {output.json} "
+        "> {log} 2>&1"

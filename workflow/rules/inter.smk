@@ -22,7 +22,7 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
             wildcard_constraints:
                 run=run_constraint(layout_runs),
             params:
-                cfg=run_cfg(*TRAINING_SECTIONS),
+                cfg=run_cfg(*INTER_KEYS),
                 labels=labels_arg,
                 ics_dir=f"{RESULTS}/ics",
                 prompt_dir=prompt_dir,
@@ -34,11 +34,11 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
                 stage3_group()
             threads: THREADS
             log:
-                f"{LOGS}/{RUN}inter_epochs_{block[0]:03d}.log",
+                f"{LOGS}/{RUN}{block_job_name(block)}.log",
             benchmark:
-                f"{RESULTS}/{RUN}benchmarks/inter_epochs_{block[0]:03d}.tsv"
+                benchmark_file(block_job_name(block), RUN)
             shell:
-                "{DDP_CCAFL} inter-epoch --set {params.cfg} {params.labels} "
+                "{DDP_CCAFL} inter-epoch --set {params.cfg} --stage-keys {params.labels} "
                 "--epoch {params.epochs} --previous {input.previous} --ics-dir {params.ics_dir} "
                 "--prompt-dir {params.prompt_dir} --out-dir {params.out_dirs} > {log} 2>&1"
 
@@ -51,6 +51,6 @@ rule final:
     log:
         f"{LOGS}/{RUN}final.log",
     benchmark:
-        f"{RESULTS}/{RUN}benchmarks/final.tsv"
+        benchmark_file("final", RUN)
     shell:
         "{CCAFL} final --checkpoint {input.checkpoint} --out {output.model} > {log} 2>&1"

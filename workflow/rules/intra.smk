@@ -10,7 +10,7 @@ rule intra:
         checkpoint=f"{RESULTS}/{RUN}intra/checkpoint.pt",
         log=f"{RESULTS}/{RUN}intra/log.parquet",
     params:
-        cfg=run_cfg(*TRAINING_SECTIONS),
+        cfg=run_cfg(*INTRA_KEYS),
         clip=clip_arg,
         ics_dir=f"{RESULTS}/ics",
         prompt_dir=prompt_dir,
@@ -21,7 +21,7 @@ rule intra:
     log:
         f"{LOGS}/{RUN}intra.log",
     benchmark:
-        f"{RESULTS}/{RUN}benchmarks/intra.tsv"
+        benchmark_file("intra", RUN)
     shell:
-        "{DDP_CCAFL} intra --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
+        "{DDP_CCAFL} intra --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
         "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"

@@ -10,7 +10,7 @@ rule prompt:
         text=f"{RESULTS}/{RUN}prompt/text_features.parquet",
         log=f"{RESULTS}/{RUN}prompt/log.parquet",
     params:
-        cfg=run_cfg(*PROMPT_SECTIONS),
+        cfg=run_cfg(*PROMPT_KEYS),
         clip=clip_arg,
         ics_dir=f"{RESULTS}/ics",
         out_dir=lambda w: f"{RESULTS}/{w.run}prompt",
@@ -20,7 +20,7 @@ rule prompt:
     log:
         f"{LOGS}/{RUN}prompt.log",
     benchmark:
-        f"{RESULTS}/{RUN}benchmarks/prompt.tsv"
+        benchmark_file("prompt", RUN)
     shell:
-        "{GPU_CCAFL} prompt --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
+        "{GPU_CCAFL} prompt --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
         "--out-dir {params.out_dir} > {log} 2>&1"

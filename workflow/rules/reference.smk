@@ -12,19 +12,20 @@ rule zeroshot:
     output:
         metrics=f"{RESULTS}/reference/zeroshot.json",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "train", "eval"),
+        cfg=cfg_json(*ZEROSHOT_KEYS),
         clip=clip_arg,
         ics_dir=f"{RESULTS}/ics",
     resources:
         gpu=GPUS,
+        loader_workers=loader_workers,
     threads: THREADS
     log:
         f"{LOGS}/zeroshot.log",
     benchmark:
-        f"{RESULTS}/benchmarks/zeroshot.tsv"
+        benchmark_file("zeroshot")
     shell:
-        "{GPU_CCAFL} reference --set {params.cfg} {params.clip} --ics-dir {params.ics_dir} "
-        "--out {output.metrics} > {log} 2>&1"
+        "{GPU_CCAFL} reference --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
+        "{params.clip} --ics-dir {params.ics_dir} --out {output.metrics} > {log} 2>&1"
 
 
 rule untrained:
@@ -35,17 +36,19 @@ rule untrained:
     output:
         metrics=f"{RESULTS}/reference/untrained.json",
     params:
-        cfg=cfg_json("dataset", "input", "clip", "train", "eval"),
+        cfg=cfg_json(*UNTRAINED_KEYS),
         ics_dir=f"{RESULTS}/ics",
     resources:
         gpu=GPUS,
+        loader_workers=loader_workers,
     threads: THREADS
     log:
         f"{LOGS}/untrained.log",
     benchmark:
-        f"{RESULTS}/benchmarks/untrained.tsv"
+        benchmark_file("untrained")
     shell:
-        "{GPU_CCAFL} reference --untrained --set {params.cfg} --ics-dir {params.ics_dir} "
+        "{GPU_CCAFL} reference --untrained --set {params.cfg} --stage-keys "
+        "--loader-workers {resources.loader_workers} --ics-dir {params.ics_dir} "
         "--out {output.metrics} > {log} 2>&1"
 
 

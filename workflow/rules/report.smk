@@ -16,12 +16,12 @@ rule report:
         timings=report_file("timings.png", "timings", "3. Cost"),
         timings_csv=report_file("timings.csv", "timings", "3. Cost"),
     params:
-        cfg=cfg_json("dataset", "clip", "train", "eval"),
+        cfg=cfg_json(*REPORT_KEYS),
+        files=report_args,
         out_dir=f"{RESULTS}/report",
     log:
         f"{LOGS}/report.log",
     benchmark:
-        f"{RESULTS}/benchmarks/report.tsv"
+        benchmark_file("report")
     shell:
-        "{CCAFL} report --set {params.cfg} --results-dir {RESULTS} --out-dir {params.out_dir} "
-        "> {log} 2>&1"
+        "{CCAFL} report --set {params.cfg} --stage-keys {params.files} --out-dir {params.out_dir} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule search_index:
     log:
         f"{LOGS}/search_index.log",
     benchmark:
-        f"{RESULTS}/benchmarks/search_index.tsv"
+        benchmark_file("search_index")
     shell:
         "{CCAFL} index --features {input.features} --split gallery "
         "--camera-names {input.summary} --images-root {params.images_root} "
