@@ -165,11 +165,11 @@ def exact_commands(gpus: int) -> dict[str, str]:
     paths = f"--ics-dir {results}/ics --prompt-dir {results}/prompt"
     block = range(6, 13)  # train.epochs_per_job: 7 after E_intra = 5
     return {
-        "prompt": f"{lease(gpus)}{CCAFL} prompt --set CFG --clip {results}/clip/pretrained.pt "
+        "prompt": f"{lease(gpus)}{CCAFL} prompt --set CFG --stage-keys --clip {results}/clip/pretrained.pt "
         f"--ics-dir {results}/ics --out-dir {results}/prompt > {logs}/prompt.log 2>&1",
-        "intra": f"{ddp} intra --set CFG --clip {results}/clip/pretrained.pt {paths} "
+        "intra": f"{ddp} intra --set CFG --stage-keys --clip {results}/clip/pretrained.pt {paths} "
         f"--out-dir {results}/intra > {logs}/intra.log 2>&1",
-        "inter_epochs_006": f"{ddp} inter-epoch --set CFG  --epoch "
+        "inter_epochs_006": f"{ddp} inter-epoch --set CFG --stage-keys  --epoch "
         + " ".join(map(str, block))
         + f" --previous {results}/intra/checkpoint.pt {paths} --out-dir "
         + " ".join(f"{results}/inter/epoch_{e:03d}" for e in block)
