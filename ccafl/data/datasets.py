@@ -55,14 +55,19 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _parse_folder(root: Path, folder: str, pattern: re.Pattern, layout: str) -> pd.DataFrame:
-    directory = _require_dir(root / folder)
+    return _parse_names(root, _require_dir(root / folder), pattern, layout, _EXAMPLES[layout])
+
+
+def _parse_names(
+    root: Path, directory: Path, pattern: re.Pattern, naming: str, example: str
+) -> pd.DataFrame:
+    """path, camera_name, pid of every image in ``directory`` from its file name."""
     rows = []
     for image in _images_in(directory):
         match = pattern.match(image.name)
         if match is None:
             raise DatasetError(
-                f"file name does not follow the {layout} naming: {image} "
-                f"(expected e.g. {_EXAMPLES[layout]})"
+                f"file name does not follow the {naming} naming: {image} (expected e.g. {example})"
             )
         rows.append(
             {
@@ -154,22 +159,9 @@ def _msmt_market_folder(root: Path, folder: str) -> pd.DataFrame:
     directory = _child_dir(root, folder)
     if directory is None:
         raise DatasetError(f"dataset folder not found: {root / folder} (dataset.layout market)")
-    rows = []
-    for image in _images_in(directory):
-        match = MSMT_MARKET_NAME.match(image.name)
-        if match is None:
-            raise DatasetError(
-                f"file name does not follow the Market-style MSMT17 naming: {image} "
-                f"(expected e.g. {_EXAMPLES['msmt17-market']})"
-            )
-        rows.append(
-            {
-                "path": image.relative_to(root).as_posix(),
-                "camera_name": f"c{int(match['cam'])}",
-                "pid": int(match["pid"]),
-            }
-        )
-    return pd.DataFrame(rows, columns=["path", "camera_name", "pid"])
+    return _parse_names(
+        root, directory, MSMT_MARKET_NAME, "Market-style MSMT17", _EXAMPLES["msmt17-market"]
+    )
 
 
 def _msmt_lists(root: Path, layout: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
