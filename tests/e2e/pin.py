@@ -53,9 +53,9 @@ EVAL_KEYS = ("mAP", "rank1", "mINP")
 EPOCH_KEYS = ("assoc_precision", "assoc_recall", "n_clusters")
 
 
-def run_pipeline(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """The tiny DAG in ``workdir`` (its config/config.yaml), as the e2e test runs it."""
-    command = [
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """This repository's workflow run in ``workdir`` (its config/config.yaml) on 2 cores."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -67,7 +67,11 @@ def run_pipeline(workdir: Path, *args: str) -> subprocess.CompletedProcess:
         "2",
         *args,
     ]
-    return subprocess.run(command, capture_output=True, text=True)
+
+
+def run_pipeline(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """The tiny DAG in ``workdir``, as the e2e test runs it."""
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True)
 
 
 def collect(results: Path) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from pin import PINNED, REGENERATE, collect, differences
+from pin import PINNED, REGENERATE, collect, differences, snakemake_command
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -23,19 +23,9 @@ STRICT = {**os.environ, "CCAFL_STRICT_CONFIG": "1"}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "workflow" / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=STRICT)
+    result = subprocess.run(
+        snakemake_command(workdir, *args), capture_output=True, text=True, env=STRICT
+    )
     if check and result.returncode != 0:
         logs = "\n".join(
             f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
@@ -287,19 +277,8 @@ def test_run_killed_inside_a_block_resumes_from_the_block_start(
     import time
 
     killed = _block_workdir(tmp_path_factory, "e2e-killed", per_job=3)
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "workflow" / "Snakefile"),
-        "--directory",
-        str(killed),
-        "--cores",
-        "2",
-    ]
     process = subprocess.Popen(
-        command,
+        snakemake_command(killed),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
