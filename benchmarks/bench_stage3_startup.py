@@ -141,7 +141,7 @@ def python_seconds(code: str, repeats: int = 3) -> Seconds:
 
 STAGE3_IMPORTS = """
 import ccafl.cli
-ccafl.cli._register_stage_commands()
+ccafl.cli.build_parser()
 from ccafl import distributed
 from ccafl.diagnostics import association_diagnostics
 from ccafl.training.common import load_checkpoint

@@ -14,89 +14,48 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
+import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ccafl.checks import check_config
+from ccafl.commands import Handler
 from ccafl.config import load_config, parse_overrides, restrict_to
 from ccafl.errors import UserError
 from ccafl.logs import redirect_output, setup_logging
 
-Handler = Callable[[argparse.Namespace, dict], None]
-_COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None]]] = {}
+# The command table: each command's handler as "module:function". A handler carries its help
+# line and its arguments (ccafl.commands.command); its module keeps heavy imports inside the
+# handler, so building the parser stays fast.
+COMMANDS = {
+    "synthesize": "ccafl.data_cli:synthesize",
+    "ics": "ccafl.data_cli:ics",
+    "fetch-weights": "ccafl.data_cli:fetch_weights",
+    "clip-pretrain": "ccafl.stages:clip_pretrain",
+    "clip-import": "ccafl.stages:clip_import",
+    "prompt": "ccafl.stages:prompt",
+    "intra": "ccafl.stages:intra",
+    "inter-epoch": "ccafl.stages:inter_epoch",
+    "final": "ccafl.stages:final",
+    "evaluate": "ccafl.stages:evaluate",
+    "reference": "ccafl.stages:reference",
+    "supervised-labels": "ccafl.stages:supervised_labels",
+    "variant-table": "ccafl.stages:variant_table",
+    "calibration": "ccafl.stages:calibration",
+    "report": "ccafl.report_cli:report",
+    "embed": "ccafl.search_cli:embed",
+    "index": "ccafl.search_cli:index",
+    "search": "ccafl.search_cli:search",
+    "export": "ccafl.search_cli:export",
+}
 
 
-def command(name: str, help_text: str, arguments: Callable[[argparse.ArgumentParser], None]):
-    def register(handler: Handler) -> Handler:
-        _COMMANDS[name] = (help_text, handler, arguments)
-        return handler
-
-    return register
-
-
-def _out_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out-dir", required=True, type=Path, help="folder for the stage's outputs")
-
-
-def _synthesize_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, help="dataset root to write (default: dataset.root)")
-
-
-@command(
-    "synthesize", "render the embedded synthetic benchmark (Market-1501 layout)", _synthesize_args
-)
-def _synthesize(args: argparse.Namespace, config: dict) -> None:
-    from ccafl.data.synthetic import SyntheticSpec, synthesize
-
-    if config["dataset"]["format"] != "synthetic":
-        raise UserError(
-            f"dataset.format is {config['dataset']['format']}: synthesize writes only the "
-            "synthetic benchmark (dataset.format: synthetic), never into a real dataset's root"
-        )
-    root = args.out or Path(config["dataset"]["root"])
-    summary = synthesize(root, SyntheticSpec.from_config(config["synthetic"]))
-    logging.info("synthetic benchmark written to %s: %s", root, summary)
-
-
-@command("ics", "ICS relabelling: train/query/gallery tables, truth table, summary", _out_dir)
-def _ics(args: argparse.Namespace, config: dict) -> None:
-    from ccafl.data.ics import build_ics
-
-    data = config["dataset"]
-    summary = build_ics(
-        data["root"], data["format"], args.out_dir, data["verify_images"], data["layout"]
-    )
-    logging.info(
-        "%d cameras, %d ICS ids (%s per camera), %d training images, %.1f s",
-        summary["n_cameras"],
-        summary["n_gids"],
-        "+".join(map(str, summary["train"]["ids_per_camera"])),
-        summary["train"]["images"],
-        summary["seconds"],
-    )
-
-
-def _fetch_weights_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="open_clip model name (default: clip.model)")
-    p.add_argument("--pretrained", help="open_clip pretrained tag (default: clip.pretrained)")
-
-
-@command(
-    "fetch-weights",
-    "download open_clip weights into the local cache once (needs internet); runs never download",
-    _fetch_weights_args,
-)
-def _fetch_weights(args: argparse.Namespace, config: dict) -> None:
-    from ccafl.models.weights import fetch_hub_weights
-
-    model = args.model or config["clip"]["model"]
-    tag = args.pretrained or config["clip"]["pretrained"]
-    path = fetch_hub_weights(model, tag)
-    logging.getLogger("ccafl").info("open_clip weights %s/%s: %s", model, tag, path)
+def handler_of(name: str) -> Handler:
+    """The handler function the command table names for command ``name``."""
+    module, _, function = COMMANDS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
-    for name, (help_text, _, arguments) in _COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name in COMMANDS:
+        handler = handler_of(name)
+        p = sub.add_parser(name, help=handler.help_text, description=handler.help_text)
         p.add_argument("--config", type=Path, help="YAML config (default: schema defaults)")
         p.add_argument("--set", dest="overrides", help="JSON merged over the config")
         p.add_argument(
@@ -131,12 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             help="write all output into this file; warnings and errors also reach the terminal",
         )
-        arguments(p)
+        handler.add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    _register_stage_commands()
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("CCAFL_DEBUG", "") not in ("", "0")
     terminal = redirect_output(args.log) if args.log else None
@@ -144,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     # Snakemake stops a job with SIGTERM: leave through Python's exit so that `finally`
     # blocks (atomic writes removing their temporary files) still run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    _, handler, _ = _COMMANDS[args.command]
     try:
-        handler(args, _stage_config(args))
+        handler_of(args.command)(args, _stage_config(args))
     except Exception as error:
         line = user_error_line(error)
         if line is None or debug:
@@ -201,13 +159,6 @@ def user_error_line(error: BaseException) -> str | None:
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
-
-
-def _register_stage_commands() -> None:
-    """Training stages register themselves in their own modules (imported lazily here)."""
-    import ccafl.report_cli  # noqa: F401
-    import ccafl.search_cli  # noqa: F401
-    import ccafl.stages  # noqa: F401
 
 
 if __name__ == "__main__":

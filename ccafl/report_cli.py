@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ccafl.cli import command
+from ccafl.commands import command
 
 log = logging.getLogger("ccafl")
 
@@ -60,8 +60,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("report", "plots and tables of a finished run, for `snakemake --report`", _report_args)
-def _report(args: argparse.Namespace, config: dict) -> None:
+@command("plots and tables of a finished run, for `snakemake --report`", _report_args)
+def report(args: argparse.Namespace, config: dict) -> None:
     from ccafl.report import ReportInputs, build_report
 
     unknown = {stage for stage, _ in args.training_log} - {"clip", "prompt", "intra"}

@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from ccafl.cli import command
+from ccafl.commands import command
 from ccafl.data.datasets import IMAGE_SUFFIXES, DatasetError
 
 log = logging.getLogger("ccafl")
@@ -108,11 +108,10 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "embed",
     "embed images with a trained model: L2-normalised retrieval features into a Parquet table",
     _embed_args,
 )
-def _embed(args: argparse.Namespace, config: dict) -> None:
+def embed(args: argparse.Namespace, config: dict) -> None:
     import ccafl
     from ccafl.embedding import (
         EmbeddingTable,
@@ -253,11 +252,10 @@ def _gallery_table(args: argparse.Namespace):
 
 
 @command(
-    "index",
     "build a faiss search index (exact or approximate) over a features table",
     _index_args,
 )
-def _index(args: argparse.Namespace, config: dict) -> None:
+def index(args: argparse.Namespace, config: dict) -> None:
     import faiss
 
     from ccafl.embedding import file_sha256
@@ -365,11 +363,10 @@ def _query_paths(items: list[Path]) -> list[str]:
 
 
 @command(
-    "search",
     "find query people in a gallery index: ranked table and contact sheet (PNG + HTML)",
     _search_args,
 )
-def _search(args: argparse.Namespace, config: dict) -> None:
+def search(args: argparse.Namespace, config: dict) -> None:
     from ccafl.contact_sheet import write_contact_sheet_html, write_contact_sheet_png
     from ccafl.embedding import embed_table, file_sha256
     from ccafl.gallery_index import GalleryIndex
@@ -441,11 +438,10 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "export",
     "export the image encoder + retrieval head to TorchScript / ONNX, with a parity check",
     _export_args,
 )
-def _export(args: argparse.Namespace, config: dict) -> None:
+def export(args: argparse.Namespace, config: dict) -> None:
     import torch
 
     from ccafl.embedding import file_sha256

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ccafl.cli import command
+from ccafl.commands import command
 from ccafl.io import write_json
 
 log = logging.getLogger("ccafl")
@@ -32,8 +32,8 @@ def _paths(*names: str):
     return arguments
 
 
-@command("clip-pretrain", "pretrain the tiny CLIP on the synthetic captions", _paths("out_dir"))
-def _clip_pretrain(args: argparse.Namespace, config: dict) -> None:
+@command("pretrain the tiny CLIP on the synthetic captions", _paths("out_dir"))
+def clip_pretrain(args: argparse.Namespace, config: dict) -> None:
     from ccafl.training.clip_pretrain import pretrain_clip
     from ccafl.training.zero_shot import zero_shot_attribute_retrieval
 
@@ -49,11 +49,10 @@ def _clip_import_args(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "clip-import",
     "read the pretrained CLIP of clip.pretrained (tag or local file) once into the results",
     _clip_import_args,
 )
-def _clip_import(args: argparse.Namespace, config: dict) -> None:
+def clip_import(args: argparse.Namespace, config: dict) -> None:
     from ccafl.models.factory import import_clip
 
     summary = import_clip(config, args.out)
@@ -69,8 +68,8 @@ def _prompt_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("prompt", "stage 1: learn prompt tokens per ICS id (Eq. 1-3)", _prompt_args)
-def _prompt(args: argparse.Namespace, config: dict) -> None:
+@command("stage 1: learn prompt tokens per ICS id (Eq. 1-3)", _prompt_args)
+def prompt(args: argparse.Namespace, config: dict) -> None:
     from ccafl.training.prompt import run_prompt
 
     run_prompt(
@@ -84,11 +83,10 @@ def _prompt(args: argparse.Namespace, config: dict) -> None:
 
 
 @command(
-    "intra",
     "stage 2: intra-camera learning, epochs 1..E_intra (Eq. 4-11, 17)",
     _paths("ics_dir", "prompt_dir", "clip", "out_dir"),
 )
-def _intra(args: argparse.Namespace, config: dict) -> None:
+def intra(args: argparse.Namespace, config: dict) -> None:
     from ccafl import distributed
     from ccafl.training.intra import run_intra
     from ccafl.training.state import TrainingData
@@ -129,11 +127,10 @@ def _inter_args(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "inter-epoch",
     "stage 3: association + inter-camera learning, one epoch or a block (Eq. 12-20)",
     _inter_args,
 )
-def _inter_epoch(args: argparse.Namespace, config: dict) -> None:
+def inter_epoch(args: argparse.Namespace, config: dict) -> None:
     from ccafl import distributed
     from ccafl.diagnostics import association_diagnostics
     from ccafl.training.common import load_checkpoint
@@ -200,8 +197,8 @@ def _final_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
 
-@command("final", "package the last checkpoint as a standalone inference model", _final_args)
-def _final(args: argparse.Namespace, config: dict) -> None:
+@command("package the last checkpoint as a standalone inference model", _final_args)
+def final(args: argparse.Namespace, config: dict) -> None:
     from ccafl.io import save_torch
     from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu, final_model_payload
     from ccafl.training.common import load_checkpoint
@@ -248,8 +245,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", default=None, help="model name written into metrics.json")
 
 
-@command("evaluate", "Market-1501 protocol metrics of a model on query/gallery", _evaluate_args)
-def _evaluate(args: argparse.Namespace, config: dict) -> None:
+@command("Market-1501 protocol metrics of a model on query/gallery", _evaluate_args)
+def evaluate(args: argparse.Namespace, config: dict) -> None:
     from ccafl.retrieval import evaluate_model, load_model_for_eval
 
     config = with_loader_workers(config, args.loader_workers)
@@ -283,11 +280,10 @@ def _variant_table_args(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "variant-table",
     "collect mAP/rank-1 of every ablation variant (or sweep) and seed into a table",
     _variant_table_args,
 )
-def _variant_table(args: argparse.Namespace, config: dict) -> None:
+def variant_table(args: argparse.Namespace, config: dict) -> None:
     from ccafl.ablation import write_variant_table
 
     runs = {(variant, int(seed)): Path(path) for variant, seed, path in args.run}
@@ -308,12 +304,11 @@ def _reference_args(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "reference",
     "reference rows: the pretrained CLIP with no ReID training (or an untrained network), "
     "evaluated per retrieval feature",
     _reference_args,
 )
-def _reference(args: argparse.Namespace, config: dict) -> None:
+def reference(args: argparse.Namespace, config: dict) -> None:
     from ccafl.reference import reference_metrics
 
     result = reference_metrics(
@@ -340,18 +335,17 @@ def _supervised_args(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "supervised-labels",
     "cross-camera labels per gid from the truth table, for the supervised reference run only",
     _supervised_args,
 )
-def _supervised_labels(args: argparse.Namespace, config: dict) -> None:
+def supervised_labels(args: argparse.Namespace, config: dict) -> None:
     import pandas as pd
 
-    from ccafl.diagnostics import supervised_labels
+    from ccafl.diagnostics import supervised_labels as labels_from_truth
     from ccafl.io import write_parquet
 
     train = pd.read_parquet(args.ics_dir / "train.parquet")
-    table = supervised_labels(train, args.ics_dir / "train_truth.parquet")
+    table = labels_from_truth(train, args.ics_dir / "train_truth.parquet")
     write_parquet(table, args.out)
     log.info("%d gids, %d people", len(table), table["cluster"].nunique())
 
@@ -380,12 +374,11 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "calibration",
     "zero-shot, untrained, CCAFL and supervised mAP side by side, with the ratios the "
     "benchmark must show",
     _calibration_args,
 )
-def _calibration(args: argparse.Namespace, config: dict) -> None:
+def calibration(args: argparse.Namespace, config: dict) -> None:
     from ccafl.ablation import calibration_table, write_calibration
 
     result = calibration_table(
