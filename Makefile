@@ -26,6 +26,8 @@ test: install
 lint: install
 	$(BIN)/ruff check ccafl tests benchmarks scripts
 	$(BIN)/ruff format --check ccafl tests benchmarks scripts
+	$(BIN)/snakefmt --check workflow
+	$(BIN)/snakemake --lint
 
 # Before a release: small deliberate bugs in the core modules; lists those no test catches.
 mutate: install

@@ -14,18 +14,21 @@ rule clip_pretrain:
         model=f"{RESULTS}/clip/pretrained.pt",
         log=f"{RESULTS}/clip/log.parquet",
         zero_shot=f"{RESULTS}/clip/zero_shot.json",
-    params:
-        cfg=cfg_json(*CLIP_PRETRAIN_KEYS),
-        out_dir=f"{RESULTS}/clip",
-    resources:
-        gpu=GPUS,
-    threads: THREADS
     log:
         f"{LOGS}/clip_pretrain.log",
     benchmark:
         benchmark_file("clip_pretrain")
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+    params:
+        launch=GPU_LAUNCH,
+        cfg=cfg_json(*CLIP_PRETRAIN_KEYS),
+        out_dir=output_folder("model"),
     shell:
-        "{GPU_CCAFL} clip-pretrain --set {params.cfg} --stage-keys --out-dir {params.out_dir} > {log} 2>&1"
+        "{params.launch} clip-pretrain --set {params.cfg} --stage-keys --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule clip_import:
@@ -33,11 +36,14 @@ rule clip_import:
         clip_source_file(),
     output:
         model=f"{RESULTS}/clip/imported.pt",
-    params:
-        cfg=cfg_json(*CLIP_SOURCE_KEYS),
     log:
         f"{LOGS}/clip_import.log",
     benchmark:
         benchmark_file("clip_import")
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        cfg=cfg_json(*CLIP_SOURCE_KEYS),
     shell:
-        "{CCAFL} clip-import --set {params.cfg} --stage-keys --out {output.model} > {log} 2>&1"
+        "{params.launch} clip-import --set {params.cfg} --stage-keys --out {output.model} > {log} 2>&1"

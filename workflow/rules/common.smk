@@ -17,14 +17,36 @@ DS = config["dataset"]["name"]
 RESULTS = f"results/{DS}"
 LOGS = f"logs/{DS}"
 PYTHON = shlex.quote(sys.executable)
-CCAFL = f"{PYTHON} -m ccafl"
 GPUS = config["resources"]["gpus_per_job"]
+# The software every job runs with (`conda:`), the GPU environment of environment.yml. Runs
+# without `--sdm conda` use the environment Snakemake itself runs in (`make install`).
+CONDA_ENV = "../../environment.yml"
+
+
+class Launcher:
+    """The command a rule's shell starts a stage with, passed as a param (`{params.launch}`).
+
+    Not a string on purpose: Snakemake's rerun check records only plain-typed params, and how
+    a job is started (the interpreter's path, a GPU lease, torchrun) changes no number, so
+    changing it must never rerun a job.
+    """
+
+    def __init__(self, command):
+        self.command = command
+
+    def __str__(self):
+        return self.command
+
+
+CCAFL = f"{PYTHON} -m ccafl"
 # GPU rules run under a device lease (ccafl.gpu_lease sets CUDA_VISIBLE_DEVICES per job), so
 # jobs that Snakemake runs side by side get different devices. Stages 2 and 3 start one
 # process per GPU with torchrun (DistributedDataParallel) when a job gets more than one.
-GPU_CCAFL = f"{PYTHON} -m ccafl.gpu_lease --gpus {GPUS} -- {CCAFL}" if GPUS else CCAFL
+_LEASE = f"{PYTHON} -m ccafl.gpu_lease --gpus {GPUS} -- "
 _TORCHRUN = f"{PYTHON} -m torch.distributed.run --standalone --nproc_per_node {GPUS} -m ccafl"
-DDP_CCAFL = f"{PYTHON} -m ccafl.gpu_lease --gpus {GPUS} -- {_TORCHRUN}" if GPUS > 1 else GPU_CCAFL
+LAUNCH = Launcher(CCAFL)
+GPU_LAUNCH = Launcher(_LEASE + CCAFL if GPUS else CCAFL)
+DDP_LAUNCH = Launcher(_LEASE + _TORCHRUN if GPUS > 1 else str(GPU_LAUNCH))
 RUN = "{run}"
 # CPU threads of a compute job: all cores when jobs run on the CPU one after the other (the
 # training chain is sequential), a few when GPU jobs may run side by side.
@@ -87,6 +109,22 @@ RUN_PATTERN = r"(ablation/[A-Za-z0-9_.+=-]+-s\d+/)?"
 wildcard_constraints:
     run=RUN_PATTERN,
     epoch=r"\d{3}",
+
+
+def input_folder(name):
+    """The folder of a named input, for stages that read several files of one folder."""
+    return lambda wildcards, input: str(Path(input[name]).parent)
+
+
+def output_folder(name):
+    """The folder of a named output, for stages that write several files into one folder."""
+    return lambda wildcards, output: str(Path(output[name]).parent)
+
+
+def run_label(wildcards):
+    """The model name an evaluation writes into metrics.json: the variant and seed, or CCAFL."""
+    match = RUN_PATTERN_STRICT.match(wildcards.run)
+    return f"{match['variant']}-s{match['seed']}" if match else "CCAFL"
 
 
 def cfg_json(*keys, run=""):
@@ -311,7 +349,8 @@ def variant_metrics(variant):
 def seed_args(flag, metrics_files):
     seeds = config["ablation"]["seeds"]
     return " ".join(
-        f"{flag} {seed} {shlex.quote(path)}" for seed, path in zip(seeds, metrics_files, strict=True)
+        f"{flag} {seed} {shlex.quote(path)}"
+        for seed, path in zip(seeds, metrics_files, strict=True)
     )
 
 

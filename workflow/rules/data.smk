@@ -5,14 +5,17 @@ rule synthesize:
     output:
         spec=f"{config['dataset']['root']}/spec.json",
         captions=f"{config['dataset']['root']}/captions.parquet",
-    params:
-        cfg=cfg_json(*SYNTHESIZE_KEYS),
     log:
         f"{LOGS}/synthesize.log",
     benchmark:
         benchmark_file("synthesize")
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        cfg=cfg_json(*SYNTHESIZE_KEYS),
     shell:
-        "{CCAFL} synthesize --set {params.cfg} --stage-keys --log {log}"
+        "{params.launch} synthesize --set {params.cfg} --stage-keys --log {log}"
 
 
 rule ics:
@@ -24,12 +27,15 @@ rule ics:
         query=f"{RESULTS}/ics/query.parquet",
         gallery=f"{RESULTS}/ics/gallery.parquet",
         summary=f"{RESULTS}/ics/summary.json",
-    params:
-        cfg=cfg_json(*ICS_KEYS),
-        out_dir=f"{RESULTS}/ics",
     log:
         f"{LOGS}/ics.log",
     benchmark:
         benchmark_file("ics")
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        cfg=cfg_json(*ICS_KEYS),
+        out_dir=output_folder("train"),
     shell:
-        "{CCAFL} ics --set {params.cfg} --stage-keys --out-dir {params.out_dir} --log {log}"
+        "{params.launch} ics --set {params.cfg} --stage-keys --out-dir {params.out_dir} --log {log}"

@@ -10,21 +10,24 @@ rule evaluate:
         metrics=f"{RESULTS}/{RUN}eval/metrics.json",
         cmc=f"{RESULTS}/{RUN}eval/cmc.parquet",
         features=f"{RESULTS}/{RUN}eval/features.parquet",
-    params:
-        cfg=run_cfg(*EVALUATE_KEYS),
-        ics_dir=f"{RESULTS}/ics",
-        out_dir=lambda w: f"{RESULTS}/{w.run}eval",
-        label=lambda w: w.run.removeprefix("ablation/").rstrip("/") or "CCAFL",
-    resources:
-        gpu=GPUS,
-        loader_workers=loader_workers,
-    threads: THREADS
     log:
         f"{LOGS}/{RUN}evaluate.log",
     benchmark:
         benchmark_file("evaluate", RUN)
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        loader_workers=loader_workers,
+    params:
+        launch=GPU_LAUNCH,
+        cfg=run_cfg(*EVALUATE_KEYS),
+        ics_dir=input_folder("query"),
+        out_dir=output_folder("metrics"),
+        label=run_label,
     shell:
-        "{GPU_CCAFL} evaluate --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
+        "{params.launch} evaluate --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
         "--model {input.model} --label {params.label} --ics-dir {params.ics_dir} "
         "--out-dir {params.out_dir} > {log} 2>&1"
 
@@ -37,13 +40,16 @@ rule ablation:
     output:
         table=f"{RESULTS}/ablation/table.md",
         csv=f"{RESULTS}/ablation/table.csv",
-    params:
-        cfg=cfg_json(*VARIANT_TABLE_KEYS),  # each variant's loss switches and backbone
-        runs=lambda w, input: run_args("variants", input.runs),
     log:
         f"{LOGS}/ablation.log",
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        cfg=cfg_json(*VARIANT_TABLE_KEYS),  # each variant's loss switches and backbone
+        runs=lambda w, input: run_args("variants", input.runs),
     shell:
-        "{CCAFL} variant-table --set {params.cfg} --stage-keys --group variants {params.runs} "
+        "{params.launch} variant-table --set {params.cfg} --stage-keys --group variants {params.runs} "
         "--reference zeroshot {input.zeroshot} --reference untrained {input.untrained} "
         "--out {output.table} --csv {output.csv} > {log} 2>&1"
 
@@ -54,12 +60,15 @@ rule sweep:
     output:
         table=f"{RESULTS}/ablation/sweep.md",
         csv=f"{RESULTS}/ablation/sweep.csv",
-    params:
-        runs=lambda w, input: run_args("sweeps", input.runs),
     log:
         f"{LOGS}/sweep.log",
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        runs=lambda w, input: run_args("sweeps", input.runs),
     shell:
-        "{CCAFL} variant-table --group sweeps {params.runs} "
+        "{params.launch} variant-table --group sweeps {params.runs} "
         "--out {output.table} --csv {output.csv} > {log} 2>&1"
 
 
@@ -72,12 +81,15 @@ rule calibration:
     output:
         table=f"{RESULTS}/ablation/calibration.md",
         json=f"{RESULTS}/ablation/calibration.json",
-    params:
-        ccafl=lambda w, input: seed_args("--ccafl", input.ccafl),
-        supervised=lambda w, input: seed_args("--supervised", input.supervised),
     log:
         f"{LOGS}/calibration.log",
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        ccafl=lambda w, input: seed_args("--ccafl", input.ccafl),
+        supervised=lambda w, input: seed_args("--supervised", input.supervised),
     shell:
-        "{CCAFL} calibration --zeroshot {input.zeroshot} --untrained {input.untrained} "
+        "{params.launch} calibration --zeroshot {input.zeroshot} --untrained {input.untrained} "
         "{params.ccafl} {params.supervised} --out {output.table} --json {output.json} "
         "> {log} 2>&1"

@@ -19,26 +19,29 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
                 text=text_features,
             output:
                 **block_outputs(block),
-            wildcard_constraints:
-                run=run_constraint(layout_runs),
-            params:
-                cfg=run_cfg(*INTER_KEYS),
-                labels=labels_arg,
-                ics_dir=f"{RESULTS}/ics",
-                prompt_dir=prompt_dir,
-                epochs=" ".join(str(e) for e in block),
-                out_dirs=lambda w, block=block: " ".join(epoch_dir(w.run, e) for e in block),
-            resources:
-                **stage3_resources(block),
-            group:
-                stage3_group()
-            threads: THREADS
             log:
                 f"{LOGS}/{RUN}{block_job_name(block)}.log",
             benchmark:
                 benchmark_file(block_job_name(block), RUN)
+            wildcard_constraints:
+                run=run_constraint(layout_runs),
+            group:
+                stage3_group()
+            conda:
+                CONDA_ENV
+            threads: THREADS
+            resources:
+                **stage3_resources(block),
+            params:
+                launch=DDP_LAUNCH,
+                cfg=run_cfg(*INTER_KEYS),
+                labels=labels_arg,
+                ics_dir=input_folder("train"),
+                prompt_dir=prompt_dir,
+                epochs=" ".join(str(e) for e in block),
+                out_dirs=lambda w, block=block: " ".join(epoch_dir(w.run, e) for e in block),
             shell:
-                "{DDP_CCAFL} inter-epoch --set {params.cfg} --stage-keys {params.labels} "
+                "{params.launch} inter-epoch --set {params.cfg} --stage-keys {params.labels} "
                 "--epoch {params.epochs} --previous {input.previous} --ics-dir {params.ics_dir} "
                 "--prompt-dir {params.prompt_dir} --out-dir {params.out_dirs} > {log} 2>&1"
 
@@ -52,5 +55,9 @@ rule final:
         f"{LOGS}/{RUN}final.log",
     benchmark:
         benchmark_file("final", RUN)
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
     shell:
-        "{CCAFL} final --checkpoint {input.checkpoint} --out {output.model} > {log} 2>&1"
+        "{params.launch} final --checkpoint {input.checkpoint} --out {output.model} > {log} 2>&1"

@@ -9,19 +9,22 @@ rule intra:
     output:
         checkpoint=f"{RESULTS}/{RUN}intra/checkpoint.pt",
         log=f"{RESULTS}/{RUN}intra/log.parquet",
-    params:
-        cfg=run_cfg(*INTRA_KEYS),
-        clip=clip_arg,
-        ics_dir=f"{RESULTS}/ics",
-        prompt_dir=prompt_dir,
-        out_dir=lambda w: f"{RESULTS}/{w.run}intra",
-    resources:
-        gpu=GPUS,
-    threads: THREADS
     log:
         f"{LOGS}/{RUN}intra.log",
     benchmark:
         benchmark_file("intra", RUN)
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+    params:
+        launch=DDP_LAUNCH,
+        cfg=run_cfg(*INTRA_KEYS),
+        clip=clip_arg,
+        ics_dir=input_folder("train"),
+        prompt_dir=prompt_dir,
+        out_dir=output_folder("checkpoint"),
     shell:
-        "{DDP_CCAFL} intra --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
+        "{params.launch} intra --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
         "--prompt-dir {params.prompt_dir} --out-dir {params.out_dir} > {log} 2>&1"

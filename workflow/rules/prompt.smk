@@ -9,18 +9,21 @@ rule prompt:
         tokens=f"{RESULTS}/{RUN}prompt/prompt_tokens.pt",
         text=f"{RESULTS}/{RUN}prompt/text_features.parquet",
         log=f"{RESULTS}/{RUN}prompt/log.parquet",
-    params:
-        cfg=run_cfg(*PROMPT_KEYS),
-        clip=clip_arg,
-        ics_dir=f"{RESULTS}/ics",
-        out_dir=lambda w: f"{RESULTS}/{w.run}prompt",
-    resources:
-        gpu=GPUS,
-    threads: THREADS
     log:
         f"{LOGS}/{RUN}prompt.log",
     benchmark:
         benchmark_file("prompt", RUN)
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+    params:
+        launch=GPU_LAUNCH,
+        cfg=run_cfg(*PROMPT_KEYS),
+        clip=clip_arg,
+        ics_dir=input_folder("train"),
+        out_dir=output_folder("tokens"),
     shell:
-        "{GPU_CCAFL} prompt --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
+        "{params.launch} prompt --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
         "--out-dir {params.out_dir} > {log} 2>&1"

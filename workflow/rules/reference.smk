@@ -11,20 +11,23 @@ rule zeroshot:
         gallery=f"{RESULTS}/ics/gallery.parquet",
     output:
         metrics=f"{RESULTS}/reference/zeroshot.json",
-    params:
-        cfg=cfg_json(*ZEROSHOT_KEYS),
-        clip=clip_arg,
-        ics_dir=f"{RESULTS}/ics",
-    resources:
-        gpu=GPUS,
-        loader_workers=loader_workers,
-    threads: THREADS
     log:
         f"{LOGS}/zeroshot.log",
     benchmark:
         benchmark_file("zeroshot")
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        loader_workers=loader_workers,
+    params:
+        launch=GPU_LAUNCH,
+        cfg=cfg_json(*ZEROSHOT_KEYS),
+        clip=clip_arg,
+        ics_dir=input_folder("train"),
     shell:
-        "{GPU_CCAFL} reference --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
+        "{params.launch} reference --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
         "{params.clip} --ics-dir {params.ics_dir} --out {output.metrics} > {log} 2>&1"
 
 
@@ -35,19 +38,22 @@ rule untrained:
         gallery=f"{RESULTS}/ics/gallery.parquet",
     output:
         metrics=f"{RESULTS}/reference/untrained.json",
-    params:
-        cfg=cfg_json(*UNTRAINED_KEYS),
-        ics_dir=f"{RESULTS}/ics",
-    resources:
-        gpu=GPUS,
-        loader_workers=loader_workers,
-    threads: THREADS
     log:
         f"{LOGS}/untrained.log",
     benchmark:
         benchmark_file("untrained")
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        loader_workers=loader_workers,
+    params:
+        launch=GPU_LAUNCH,
+        cfg=cfg_json(*UNTRAINED_KEYS),
+        ics_dir=input_folder("train"),
     shell:
-        "{GPU_CCAFL} reference --untrained --set {params.cfg} --stage-keys "
+        "{params.launch} reference --untrained --set {params.cfg} --stage-keys "
         "--loader-workers {resources.loader_workers} --ics-dir {params.ics_dir} "
         "--out {output.metrics} > {log} 2>&1"
 
@@ -58,9 +64,12 @@ rule supervised_labels:
         truth=f"{RESULTS}/ics/train_truth.parquet",
     output:
         labels=f"{RESULTS}/supervised/labels.parquet",
-    params:
-        ics_dir=f"{RESULTS}/ics",
     log:
         f"{LOGS}/supervised_labels.log",
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        ics_dir=input_folder("train"),
     shell:
-        "{CCAFL} supervised-labels --ics-dir {params.ics_dir} --out {output.labels} > {log} 2>&1"
+        "{params.launch} supervised-labels --ics-dir {params.ics_dir} --out {output.labels} > {log} 2>&1"

@@ -15,13 +15,16 @@ rule report:
         zero_shot=report_file("zero_shot.csv", "zero_shot", "2. Training"),
         timings=report_file("timings.png", "timings", "3. Cost"),
         timings_csv=report_file("timings.csv", "timings", "3. Cost"),
-    params:
-        cfg=cfg_json(*REPORT_KEYS),
-        files=report_args,
-        out_dir=f"{RESULTS}/report",
     log:
         f"{LOGS}/report.log",
     benchmark:
         benchmark_file("report")
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        cfg=cfg_json(*REPORT_KEYS),
+        files=report_args,
+        out_dir=output_folder("metrics_csv"),
     shell:
-        "{CCAFL} report --set {params.cfg} --stage-keys {params.files} --out-dir {params.out_dir} > {log} 2>&1"
+        "{params.launch} report --set {params.cfg} --stage-keys {params.files} --out-dir {params.out_dir} > {log} 2>&1"

@@ -11,14 +11,17 @@ rule search_index:
         index=f"{RESULTS}/search/gallery/index.faiss",
         rows=f"{RESULTS}/search/gallery/rows.parquet",
         info=f"{RESULTS}/search/gallery/index.json",
-    params:
-        images_root=config["dataset"]["root"],
-        out_dir=f"{RESULTS}/search/gallery",
     log:
         f"{LOGS}/search_index.log",
     benchmark:
         benchmark_file("search_index")
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        images_root=config["dataset"]["root"],
+        out_dir=output_folder("info"),
     shell:
-        "{CCAFL} index --features {input.features} --split gallery "
+        "{params.launch} index --features {input.features} --split gallery "
         "--camera-names {input.summary} --images-root {params.images_root} "
         "--model {input.model} --out {params.out_dir} > {log} 2>&1"
