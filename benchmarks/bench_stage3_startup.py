@@ -144,7 +144,7 @@ import ccafl.cli
 ccafl.cli.build_parser()
 from ccafl import distributed
 from ccafl.diagnostics import association_diagnostics
-from ccafl.training.common import load_checkpoint
+from ccafl.inference.checkpoints import load_checkpoint
 from ccafl.training.inter import run_inter_epochs
 from ccafl.training.state import TrainingData
 """
@@ -241,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     from ccafl.checks import check_config
     from ccafl.config import load_config
     from ccafl.data.images import decode_images
+    from ccafl.inference.checkpoints import load_checkpoint
     from ccafl.models.factory import build_reid_model
-    from ccafl.training.common import load_checkpoint, seed_everything
+    from ccafl.training.common import seed_everything
     from ccafl.training.loop import epoch_loader
     from ccafl.training.state import TrainingData, TrainingState
 

@@ -198,13 +198,13 @@ def embed_table(
     """L2-normalised retrieval features ``f`` of ``rows['path']`` (n x d float32), in order.
 
     Uses the same un-augmented transform and loader as the evaluation stage
-    (:func:`ccafl.training.common.extract_features`), at the model's own input size.
+    (:func:`ccafl.inference.features.extract_features`), at the model's own input size.
 
     On the CPU, denormal floats are flushed to zero meanwhile: activations in the denormal
     range made a forward pass 15x slower (measured on the tiny CLIP with real images,
     benchmarks/bench_embed.py), and values below 1.2e-38 change no normalised feature.
     """
-    from ccafl.training.common import extract_features
+    from ccafl.inference.features import extract_features
 
     input_size = tuple(int(v) for v in model.visual.image_size)
     flush = torch.device(device).type == "cpu" and torch.set_flush_denormal(True)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ccafl.inference.features import extract_features
 from ccafl.models.backbone import RETRIEVAL_FEATURES
 from ccafl.models.factory import build_reid_model, input_size
 from ccafl.retrieval import evaluate_model
-from ccafl.training.common import extract_features, seed_everything
+from ccafl.training.common import seed_everything
 
 
 def reference_metrics(

@@ -11,33 +11,12 @@ import torch
 from torch import nn
 
 from ccafl.evaluation import cmc_at, rank_metrics
+from ccafl.inference.features import extract_features, pick_device
 from ccafl.io import write_json, write_parquet
-from ccafl.models.factory import (
-    build_reid_model,
-    checkpoint_quick_gelu,
-    input_size,
-    load_reid_model,
-)
+from ccafl.models.factory import input_size
 from ccafl.reranking import k_reciprocal_rerank
-from ccafl.training.common import extract_features, load_checkpoint, pick_device
 
 log = logging.getLogger(__name__)
-
-
-def load_model_for_eval(
-    config: dict, model_path: str | Path | None, clip_path: str | Path | None
-) -> nn.Module:
-    """A final model.pt, a training checkpoint, or (no path) the raw CLIP image encoder."""
-    if model_path is None:
-        return build_reid_model(config, clip_path)
-    payload = load_checkpoint(model_path)
-    if "clip_model_config" in payload:
-        return load_reid_model(model_path)
-    model = build_reid_model(
-        payload["config"], weights=False, quick_gelu=checkpoint_quick_gelu(payload)
-    )
-    model.load_state_dict(payload["model"])
-    return model
 
 
 def evaluate_model(

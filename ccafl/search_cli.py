@@ -36,7 +36,7 @@ def _require_file(path: Path, what: str) -> Path:
 def _device(name: str):
     import torch
 
-    from ccafl.training.common import pick_device
+    from ccafl.inference.features import pick_device
 
     if name == "auto":
         return pick_device()
@@ -50,7 +50,7 @@ def _gpu_flag(value: str) -> bool | None:
 
 
 def _load_model(path: Path, device):
-    from ccafl.models.factory import load_reid_model
+    from ccafl.inference.models import load_reid_model
 
     _require_file(path, "model file")
     try:

@@ -133,7 +133,7 @@ def _inter_args(p: argparse.ArgumentParser) -> None:
 def inter_epoch(args: argparse.Namespace, config: dict) -> None:
     from ccafl import distributed
     from ccafl.diagnostics import association_diagnostics
-    from ccafl.training.common import load_checkpoint
+    from ccafl.inference.checkpoints import load_checkpoint
     from ccafl.training.inter import run_inter_epochs
     from ccafl.training.state import TrainingData
 
@@ -199,15 +199,13 @@ def _final_args(p: argparse.ArgumentParser) -> None:
 
 @command("package the last checkpoint as a standalone inference model", _final_args)
 def final(args: argparse.Namespace, config: dict) -> None:
+    from ccafl.inference.checkpoints import load_checkpoint
+    from ccafl.inference.models import model_from_checkpoint
     from ccafl.io import save_torch
-    from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu, final_model_payload
-    from ccafl.training.common import load_checkpoint
+    from ccafl.models.factory import final_model_payload
 
     checkpoint = load_checkpoint(args.checkpoint)
-    model = build_reid_model(
-        checkpoint["config"], weights=False, quick_gelu=checkpoint_quick_gelu(checkpoint)
-    )
-    model.load_state_dict(checkpoint["model"])
+    model = model_from_checkpoint(checkpoint)
     payload = final_model_payload(model, checkpoint["config"], epoch=checkpoint["epoch"])
     save_torch(payload, args.out)
     log.info("final model (epoch %d) written to %s", checkpoint["epoch"], args.out)
@@ -247,7 +245,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("Market-1501 protocol metrics of a model on query/gallery", _evaluate_args)
 def evaluate(args: argparse.Namespace, config: dict) -> None:
-    from ccafl.retrieval import evaluate_model, load_model_for_eval
+    from ccafl.inference.models import load_model_for_eval
+    from ccafl.retrieval import evaluate_model
 
     config = with_loader_workers(config, args.loader_workers)
     model = load_model_for_eval(config, args.model, args.clip)

@@ -611,7 +611,7 @@ def test_checkpoint_header_and_old_checkpoints(tmp_path: Path) -> None:
     import torch
 
     from ccafl.errors import CheckpointError
-    from ccafl.training.common import CHECKPOINT_VERSION, config_digest, load_checkpoint
+    from ccafl.inference.checkpoints import CHECKPOINT_VERSION, config_digest, load_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     config = {"train": {"epochs": 3}}

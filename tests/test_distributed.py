@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from ccafl.training.common import load_checkpoint
+from ccafl.inference.checkpoints import load_checkpoint
 
 
 def run_stage(tiny_dataset: dict, prompt_run: dict, out: Path, n_procs: int, *extra: str) -> None:

@@ -19,7 +19,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from ccafl.training.common import load_checkpoint, rng_state, seed_everything
+from ccafl.inference.checkpoints import load_checkpoint
+from ccafl.training.common import rng_state, seed_everything
 from ccafl.training.state import TrainingState
 
 CHAIN = (3, 4, 5)  # stage-3 epochs after the 2 stage-2 epochs; ICAL from epoch 4

@@ -255,8 +255,8 @@ def ccafl(*args: str | Path) -> int:
 def test_embed_writes_normalised_features_with_the_model_digest(
     tmp_path: Path, tiny_model: Path
 ) -> None:
-    from ccafl.models.factory import load_reid_model
-    from ccafl.training.common import extract_features
+    from ccafl.inference.features import extract_features
+    from ccafl.inference.models import load_reid_model
 
     root = build_market_tree(tmp_path / "market")
     out = tmp_path / "gallery.parquet"

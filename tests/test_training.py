@@ -13,8 +13,8 @@ import torch
 from conftest import tiny_config
 
 from ccafl.data.samplers import PKBatchSampler
-from ccafl.training.common import load_checkpoint, lr_factor
-from ccafl.training.schedule import active_losses
+from ccafl.inference.checkpoints import load_checkpoint
+from ccafl.training.schedule import active_losses, lr_factor
 
 
 def test_stage1_text_feature_is_nearest_to_own_images(prompt_run: dict) -> None:

@@ -16,6 +16,7 @@ import torch
 from conftest import tiny_config
 from open_clip.transformer import QuickGELU
 
+from ccafl.inference.models import load_reid_model
 from ccafl.models import backbone
 from ccafl.models.backbone import (
     ClipCheckpoint,
@@ -24,7 +25,7 @@ from ccafl.models.backbone import (
     resolve_quick_gelu,
     uses_quick_gelu,
 )
-from ccafl.models.factory import final_model_payload, import_clip, load_reid_model
+from ccafl.models.factory import final_model_payload, import_clip
 
 TINY = "ccafl-tiny-rn"
 TEXTS = ["a photo of a person.", "a man in a red coat walking", "x"]

@@ -16,7 +16,6 @@ from ccafl.logs import quiet_open_clip
 from ccafl.models.backbone import (
     ReIDEncoder,
     create_clip,
-    register_model_configs,
     uses_quick_gelu,
 )
 
@@ -179,30 +178,3 @@ def final_model_payload(model: nn.Module, config: dict, **extra: Any) -> dict[st
         "versions": versions(),
         **extra,
     }
-
-
-def _register_config(name: str, model_config: dict) -> None:
-    import json
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="ccafl-clip-config-"))
-    (folder / f"{name}.json").write_text(json.dumps(model_config))
-    open_clip.add_model_config(folder)
-
-
-def load_reid_model(path: str | Path, device: str | torch.device = "cpu") -> ReIDEncoder:
-    """Build the trained ReID model of ``results/<name>/final/model.pt`` in one call.
-
-    ``model(images)`` returns ``(f, p)``; ``f`` is the retrieval feature.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    config = payload["config"]
-    name = config["clip"]["model"]
-    if name not in register_model_configs() and payload.get("clip_model_config"):
-        _register_config(name, payload["clip_model_config"])  # the model file is portable
-    model = build_reid_model(config, weights=False, quick_gelu=checkpoint_quick_gelu(payload))
-    model.load_state_dict(payload["model"])
-    return model.to(device).eval()

@@ -22,9 +22,11 @@ from tqdm import tqdm
 
 from ccafl.data.datasets import DatasetError
 from ccafl.data.transforms import CLIP_MEAN, CLIP_STD
+from ccafl.inference.features import pick_device
 from ccafl.io import save_torch, write_json
 from ccafl.models.factory import build_clip, input_size
-from ccafl.training.common import LossLog, pick_device, seed_everything
+from ccafl.training.common import LossLog, seed_everything
+from ccafl.training.schedule import pretrain_factor
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,7 @@ def pretrain_clip(config: dict, dataset_root: str | Path, out_dir: str | Path) -
     optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     warmup = max(1, total // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * s / total)),
+        optimizer, lambda step: pretrain_factor(step, warmup, total)
     )
     generator = torch.Generator().manual_seed(cfg["seed"])
     loss_log = LossLog()

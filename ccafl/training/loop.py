@@ -19,8 +19,9 @@ from ccafl import distributed
 from ccafl.data.images import ImageTable
 from ccafl.data.samplers import PKBatchSampler
 from ccafl.data.transforms import normalize_uint8, tensor_train_transform, train_transform
+from ccafl.inference.features import extract_features, features_of_batches
 from ccafl.models.factory import input_size
-from ccafl.training.common import LossLog, extract_features, features_of_batches
+from ccafl.training.common import LossLog
 from ccafl.training.state import TrainingData, TrainingState
 
 

@@ -17,12 +17,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ccafl.inference.features import extract_features, pick_device
 from ccafl.io import save_torch, write_json, write_parquet
 from ccafl.losses import prompt_loss
 from ccafl.models.backbone import PromptTextEncoder, ReIDEncoder
 from ccafl.models.factory import build_clip, input_size
 from ccafl.models.prompt_learner import PromptLearner
-from ccafl.training.common import LossLog, extract_features, pick_device, seed_everything
+from ccafl.training.common import LossLog, seed_everything
+from ccafl.training.schedule import prompt_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,7 @@ def train_prompts(
 
     optimizer = torch.optim.Adam(learner.parameters(), lr=cfg["lr"])
     steps_per_epoch = max(1, len(paths) // cfg["batch_size"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=cfg["epochs"] * steps_per_epoch
-    )
+    scheduler = prompt_scheduler(optimizer, cfg["epochs"] * steps_per_epoch)
     generator = torch.Generator().manual_seed(cfg["seed"])
     loss_log = LossLog()
     start = time.perf_counter()

@@ -1,8 +1,13 @@
-"""Which loss terms are active in an epoch: paper Eq. 20 plus the ablation switches."""
+"""Every schedule of training in one place: which loss terms are active in an epoch (paper
+Eq. 20 plus the ablation switches) and the learning rate of each stage (stages 2-3 per epoch,
+stage 1 and the caption pretraining per step)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -36,3 +41,36 @@ def active_losses(epoch: int, train: dict) -> ActiveLosses:
         gid=True,
         ical=(not intra) and switches["ical"] and epoch >= train["adv_start"],
     )
+
+
+def lr_factor(epoch: int, warmup_epochs: int, total_epochs: int) -> float:
+    """Linear warm-up from 0.1x over ``warmup_epochs`` (paper: 10), then cosine to 0.01x.
+
+    ``epoch`` is 1-based. The paper states the warm-up only; the cosine tail is our choice
+    (the one CLIP-ReID uses) and is documented in config/README.md.
+    """
+    if warmup_epochs > 0 and epoch <= warmup_epochs:
+        return 0.1 + 0.9 * (epoch - 1) / warmup_epochs
+    span = max(1, total_epochs - warmup_epochs)
+    progress = min(1.0, (epoch - warmup_epochs - 1) / span)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def prompt_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stage 1 (prompt learning): cosine from the base rate towards 0 over all steps."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
+def pretrain_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Caption pretraining of the tiny CLIP, per step (0-based): linear warm-up over
+    ``warmup_steps``, then a half cosine over the whole run."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return 0.5 * (1 + math.cos(math.pi * step / total_steps))

@@ -20,18 +20,13 @@ from torch import nn
 
 from ccafl import distributed
 from ccafl.data.images import decode_images
+from ccafl.inference.checkpoints import load_checkpoint
+from ccafl.inference.features import pick_device
 from ccafl.models.backbone import uses_quick_gelu
 from ccafl.models.classifier import CosineClassifier
 from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu
-from ccafl.training.common import (
-    autocast,
-    load_checkpoint,
-    lr_factor,
-    pick_device,
-    save_checkpoint,
-    set_lr,
-    set_rng_state,
-)
+from ccafl.training.common import autocast, save_checkpoint, set_rng_state
+from ccafl.training.schedule import lr_factor, set_lr
 
 log = logging.getLogger(__name__)
 

@@ -105,7 +105,7 @@ def test_metrics_equal_the_pinned_values(workdir: Path) -> None:
 def test_final_model_loads_in_one_call(workdir: Path) -> None:
     import torch
 
-    from ccafl.models.factory import load_reid_model
+    from ccafl.inference.models import load_reid_model
 
     model = load_reid_model(workdir / "results" / "tiny" / "final" / "model.pt")
     f, p = model(torch.zeros(2, 3, 64, 32))
