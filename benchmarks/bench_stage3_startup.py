@@ -143,7 +143,7 @@ STAGE3_IMPORTS = """
 import ccafl.cli
 ccafl.cli.build_parser()
 from ccafl import distributed
-from ccafl.diagnostics import association_diagnostics
+from ccafl.association.diagnostics import EpochDiagnostics
 from ccafl.inference.checkpoints import load_checkpoint
 from ccafl.training.inter import run_inter_epochs
 from ccafl.training.state import TrainingData

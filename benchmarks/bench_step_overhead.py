@@ -115,7 +115,7 @@ def fake_association(train, rng):
     import numpy as np
     import pandas as pd
 
-    from ccafl.training.inter import Association
+    from ccafl.association.pseudo_labels import Association
 
     per_gid = train.drop_duplicates("gid").sort_values("gid")
     cameras = per_gid["camera"].to_numpy()

@@ -132,7 +132,8 @@ def _inter_args(p: argparse.ArgumentParser) -> None:
 )
 def inter_epoch(args: argparse.Namespace, config: dict) -> None:
     from ccafl import distributed
-    from ccafl.diagnostics import association_diagnostics
+    from ccafl.association.diagnostics import EpochDiagnostics
+    from ccafl.association.pseudo_labels import read_given_labels
     from ccafl.inference.checkpoints import load_checkpoint
     from ccafl.training.inter import run_inter_epochs
     from ccafl.training.state import TrainingData
@@ -143,31 +144,9 @@ def inter_epoch(args: argparse.Namespace, config: dict) -> None:
     load_checkpoint(args.previous, epoch=args.epoch[0] - 1, mmap=True)
     distributed.init_from_env()
     data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
-    given = None if args.labels is None else given_labels(args.labels, data.n_gids)
+    given = None if args.labels is None else read_given_labels(args.labels, data.n_gids)
     out_dirs = dict(zip(args.epoch, args.out_dir, strict=True))
-
-    def diagnostics(epoch: int, association, metrics: dict) -> None:
-        if not distributed.is_main():
-            return
-        # Diagnostics only: measured after training, from the truth table training never opens.
-        metrics.update(
-            association_diagnostics(
-                association.labels_table(data),
-                association.edges,
-                data.train,
-                args.ics_dir / "train_truth.parquet",
-            )
-        )
-        write_json(metrics, out_dirs[epoch] / "metrics.json")
-        if "assoc_precision" in metrics:
-            log.info(
-                "association: precision %.3f recall %.3f F %.3f expansion %.2f",
-                metrics["assoc_precision"],
-                metrics["assoc_recall"],
-                metrics["assoc_f_score"],
-                metrics["assoc_expansion"],
-            )
-
+    diagnostics = EpochDiagnostics(data.train, args.ics_dir / "train_truth.parquet", out_dirs)
     run_inter_epochs(
         config,
         data,
@@ -179,17 +158,6 @@ def inter_epoch(args: argparse.Namespace, config: dict) -> None:
         on_epoch_end=diagnostics,
     )
     distributed.shutdown()
-
-
-def given_labels(path: Path, n_gids: int):
-    """The per-gid label column of a (gid, cluster) table, checked to cover every gid."""
-    import numpy as np
-    import pandas as pd
-
-    table = pd.read_parquet(path).sort_values("gid")
-    if table["gid"].tolist() != list(range(n_gids)):
-        raise SystemExit(f"{path}: expected one row per gid 0..{n_gids - 1}")
-    return np.asarray(table["cluster"], dtype=np.int64)
 
 
 def _final_args(p: argparse.ArgumentParser) -> None:
@@ -340,7 +308,7 @@ def _supervised_args(p: argparse.ArgumentParser) -> None:
 def supervised_labels(args: argparse.Namespace, config: dict) -> None:
     import pandas as pd
 
-    from ccafl.diagnostics import supervised_labels as labels_from_truth
+    from ccafl.association.diagnostics import supervised_labels as labels_from_truth
     from ccafl.io import write_parquet
 
     train = pd.read_parquet(args.ics_dir / "train.parquet")

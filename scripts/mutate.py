@@ -99,9 +99,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     # --- stage 3 (ccafl/training/inter.py) ----------------------------------------------------
     Mutation(
         "stage3-ignores-association",
-        "ccafl/training/inter.py",
+        "ccafl/association/pseudo_labels.py",
         "    gid_labels = np.asarray(gid_labels)\n",
-        "    gid_labels = np.arange(data.n_gids)\n",
+        "    gid_labels = np.arange(n_gids)\n",
         (STAGE3, TRAINING),
         "stage 3 ignores the association: every gid is its own pseudo-label",
     ),
@@ -252,10 +252,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_memory.py",),
         "Eq. 5's instance memory is never updated",
     ),
-    # --- association (ccafl/association.py) ---------------------------------------------------
+    # --- association (ccafl/association/graph.py) ------------------------------------------
     Mutation(
         "association-not-mutual",
-        "ccafl/association.py",
+        "ccafl/association/graph.py",
         "    keep = (nearest_gid[partner, camera_codes[gid]] == gid) & (gid < partner)",
         "    keep = gid < partner",
         ("tests/test_association.py",),
@@ -263,7 +263,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "association-threshold-ignored",
-        "ccafl/association.py",
+        "ccafl/association/graph.py",
         "    below = distance.astype(np.float64) < threshold",
         "    below = distance.astype(np.float64) < 2 * threshold",
         ("tests/test_association.py",),
@@ -271,7 +271,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "association-camera-conflicts-kept",
-        "ccafl/association.py",
+        "ccafl/association/graph.py",
         "        elif closed[root_a] or closed[root_b] or cameras_of[root_a] & cameras_of[root_b]:",
         "        elif closed[root_a] or closed[root_b]:",
         ("tests/test_association.py",),

@@ -150,7 +150,7 @@ def test_stage2_losses_stay_inside_each_images_camera(tiny_dataset: dict, prompt
 
 
 def test_supervised_labels_come_from_the_truth_table(tiny_dataset: dict) -> None:
-    from ccafl.diagnostics import supervised_labels
+    from ccafl.association.diagnostics import supervised_labels
 
     train = pd.read_parquet(tiny_dataset["ics"] / "train.parquet")
     truth = pd.read_parquet(tiny_dataset["ics"] / "train_truth.parquet")

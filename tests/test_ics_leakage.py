@@ -84,7 +84,7 @@ def refuse_truth_table() -> Iterator[None]:
 
 def test_the_guard_catches_every_kind_of_read(tiny_dataset: dict, intra_run: dict) -> None:
     """Without this, the leak tests below could not fail."""
-    from ccafl.diagnostics import truth_per_gid
+    from ccafl.association.diagnostics import truth_per_gid
 
     truth = tiny_dataset["ics"] / TRUTH
     reads = {

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from ccafl import distributed
-from ccafl.association import EDGE_COLUMNS, associate
-from ccafl.io import write_parquet
+from ccafl.association.pseudo_labels import (
+    Association,
+    associate_identities,
+    given_association,
+)
 from ccafl.losses import (
     ical_loss,
     ical_targets,
@@ -35,35 +36,6 @@ from ccafl.training.schedule import active_losses
 from ccafl.training.state import TrainingData, TrainingState
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Association:
-    gid_labels: np.ndarray  # pseudo-label of each gid
-    edges: pd.DataFrame  # graph.parquet
-    image_labels: np.ndarray  # pseudo-label of each training image
-
-    def labels_table(self, data: TrainingData) -> pd.DataFrame:
-        per_gid = data.train.drop_duplicates("gid").sort_values("gid")
-        return pd.DataFrame(
-            {
-                "gid": per_gid["gid"].to_numpy(),
-                "camera": per_gid["camera"].to_numpy(),
-                "cluster": self.gid_labels[per_gid["gid"].to_numpy()],
-            }
-        )
-
-
-def associate_identities(
-    features: torch.Tensor, data: TrainingData, threshold: float
-) -> Association:
-    """Eq. 12 on the gid centroids of the current features."""
-    centroids = class_mean_features(features, torch.as_tensor(data.gids), data.n_gids)
-    camera_of_gid = np.zeros(data.n_gids, dtype=np.int64)
-    camera_of_gid[data.gids] = data.cameras
-    gid_labels, edges = associate(centroids.numpy(), camera_of_gid, threshold)
-    gid_labels = np.asarray(gid_labels)
-    return Association(gid_labels, edges, gid_labels[data.gids])
 
 
 def label_text_features(text: torch.Tensor, gid_labels: np.ndarray) -> torch.Tensor:
@@ -121,16 +93,6 @@ def inter_epoch(
     assert n_labels == prototypes.n_labels
 
 
-def given_association(gid_labels: np.ndarray, data: TrainingData) -> Association:
-    """Pseudo-labels supplied from outside (the supervised reference run), no graph."""
-    gid_labels = np.asarray(gid_labels, dtype=np.int64)
-    if len(gid_labels) != data.n_gids:
-        raise ValueError(f"given labels cover {len(gid_labels)} gids, the data has {data.n_gids}")
-    dtypes = {"distance": "float32"}
-    edges = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "int64")) for c in EDGE_COLUMNS})
-    return Association(gid_labels, edges, gid_labels[data.gids])
-
-
 def run_inter_epochs(
     config: dict,
     data: TrainingData,
@@ -171,14 +133,15 @@ def run_inter_epochs(
         timings = {"startup_s": startup}
         features = train_features(state, data, f"epoch {epoch} features")
         if given_labels is None:
-            association = associate_identities(features, data, config["train"]["threshold"])
+            association = associate_identities(
+                features, data.gids, data.cameras, data.n_gids, config["train"]["threshold"]
+            )
         else:
-            association = given_association(given_labels, data)
+            association = given_association(given_labels, data.gids, data.n_gids)
         timings["association_s"] = time.perf_counter() - epoch_start
         out_dir = Path(out_dir)
         if distributed.is_main():  # every rank computed the same association
-            write_parquet(association.edges, out_dir / "graph.parquet")
-            write_parquet(association.labels_table(data), out_dir / "labels.parquet")
+            association.write(out_dir, data.train)
         tick = time.perf_counter()
         loss_log = LossLog()
         inter_epoch(state, data, association, features, epoch, loss_log)
@@ -186,7 +149,7 @@ def run_inter_epochs(
         timings["training_s"] = time.perf_counter() - tick
         state.save(out_dir / "checkpoint.pt")
         loss_log.write(out_dir / "log.parquet")
-        n_clusters = int(association.gid_labels.max()) + 1
+        n_clusters = association.n_labels
         metrics = {
             "epoch": epoch,
             "n_gids": data.n_gids,

@@ -1,0 +1,66 @@
+"""Pairwise quality of pseudo-labels against true person ids: diagnostics only.
+
+Training never calls this; `ccafl.association.diagnostics` does, after an epoch is written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def association_quality(
+    labels: np.ndarray,
+    truth: np.ndarray,
+    *,
+    edges: pd.DataFrame | None = None,
+) -> dict[str, float | int]:
+    """Pairwise precision/recall/F of gid-level pseudo-labels against true person ids.
+
+    Diagnostics only (truth must never reach training). Pairs are counted from the
+    contingency table of (label, truth), never enumerated. Degenerate cases follow the
+    "nothing claimed, nothing wrong" convention: no predicted pair -> precision 1.0 (no false
+    merge was made), no true pair -> recall 1.0 (nothing to find); F is 0.0 when both
+    precision and recall are 0. ``expansion`` is the mean number of distinct clusters a true
+    identity is split over (1.0 = never split). With ``edges`` (a graph.parquet table) also
+    ``edge_precision``: the share of edges joining gids of one true identity (1.0 if none).
+    """
+    labels = np.asarray(labels)
+    truth = np.asarray(truth)
+    if labels.shape != truth.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and truth {truth.shape} must be equal 1-D")
+    _, label_codes = np.unique(labels, return_inverse=True)
+    _, truth_codes = np.unique(truth, return_inverse=True)
+    n_labels = int(label_codes.max()) + 1 if labels.size else 0
+    n_truth = int(truth_codes.max()) + 1 if truth.size else 0
+    cells = label_codes.astype(np.int64) * max(n_truth, 1) + truth_codes
+    _, cell_sizes = np.unique(cells, return_counts=True)
+
+    true_positive = _pairs(cell_sizes)
+    predicted = _pairs(np.bincount(label_codes, minlength=n_labels))
+    actual = _pairs(np.bincount(truth_codes, minlength=n_truth))
+    precision = true_positive / predicted if predicted else 1.0
+    recall = true_positive / actual if actual else 1.0
+    f_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    quality: dict[str, float | int] = {
+        "precision": float(precision),
+        "recall": float(recall),
+        "f_score": float(f_score),
+        "expansion": float(len(cell_sizes) / n_truth) if n_truth else 1.0,
+        "n_gids": int(labels.size),
+        "n_clusters": n_labels,
+        "n_identities": n_truth,
+        "true_pairs": actual,
+        "predicted_pairs": predicted,
+        "correct_pairs": true_positive,
+    }
+    if edges is not None:
+        same = truth[edges["src_gid"].to_numpy()] == truth[edges["dst_gid"].to_numpy()]
+        quality["n_edges"] = int(len(edges))
+        quality["edge_precision"] = float(same.mean()) if len(edges) else 1.0
+    return quality
+
+
+def _pairs(sizes: np.ndarray) -> int:
+    sizes = sizes.astype(np.int64)
+    return int((sizes * (sizes - 1) // 2).sum())
