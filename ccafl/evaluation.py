@@ -53,6 +53,15 @@ _BYTES_PER_ENTRY = 16
 _NUMPY_ON_CPU = True
 
 
+def excluded_from_gallery(
+    query_pid: int, query_camera: object, gallery_pids: np.ndarray, gallery_cameras: np.ndarray
+) -> np.ndarray:
+    """The protocol's exclusions for one query, as a mask over gallery rows: images of the
+    query's pid taken by the query's camera, and junk (pid -1). `rank_metrics` applies the
+    same rule vectorised over query chunks; the report and the search commands use this."""
+    return ((gallery_pids == query_pid) & (gallery_cameras == query_camera)) | (gallery_pids == -1)
+
+
 def default_chunk_size(n_gallery: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
     """Query rows per chunk so that one chunk's working set stays within ``budget_bytes``."""
     return int(max(16, min(8192, budget_bytes // (_BYTES_PER_ENTRY * max(1, n_gallery)))))

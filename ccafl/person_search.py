@@ -23,6 +23,7 @@ import pandas as pd
 
 from ccafl.data.datasets import DatasetError
 from ccafl.embedding import camera_and_pid_from_name
+from ccafl.evaluation import excluded_from_gallery
 from ccafl.gallery_index import Allowed, GalleryIndex
 
 __all__ = ["PROTOCOLS", "exclusion", "query_table", "rank_gallery"]
@@ -87,7 +88,7 @@ def exclusion(
         if other_cameras_only:
             keep &= ~same_camera
         if protocol == "market1501":
-            keep &= ~(same_camera & (g_pids[ids] == q_pids[query])) & (g_pids[ids] != -1)
+            keep &= ~excluded_from_gallery(q_pids[query], q_cams[query], g_pids[ids], g_cams[ids])
         return keep
 
     return allowed

@@ -1,26 +1,12 @@
-"""The report stage: plots and tables of a finished run, for `snakemake --report`.
-
-Everything here reads the artifacts the report rule names (:class:`ReportInputs`: the rule
-passes every file on the command line; no path is built here, so the DAG stays the one place
-that says where an artifact lives) and writes into ``results/<name>/report/``. The set of files
-written is fixed (:data:`OUTPUTS`) whatever the run looked like, because Snakemake declares them
-as the report rule's outputs: when an optional input is missing (no inter-camera epochs, no
-caption-pretrained CLIP, no training truth for the association diagnostics, ...) the plot is
-replaced by a small placeholder image that says why, and the table by a one-row note.
-
-Figures are drawn with matplotlib's object-oriented API on an Agg canvas (no pyplot state, no
-display needed) and written atomically, like every other artifact.
-"""
+"""The report's figures, drawn with matplotlib's object-oriented API on an Agg canvas (no pyplot
+state, no display needed) and written atomically, like every other artifact."""
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import textwrap
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,84 +16,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ccafl.evaluation import excluded_from_gallery
 from ccafl.io import atomic_path, write_text
+from ccafl.report.inputs import NotAvailable, given, read_json, read_parquet
+from ccafl.report.tables import association_table, benchmark_table, inter_log, timings_summary
 
 log = logging.getLogger(__name__)
 
 DPI = 110
-TABLES = ("metrics.md", "metrics.csv", "timings.csv", "zero_shot.csv")
-PLOTS = ("cmc.png", "losses.png", "association.png", "tsne.png", "retrieval.png", "timings.png")
-#: Every file :func:`build_report` writes; the report rule declares exactly these.
-OUTPUTS = TABLES + PLOTS
-
-#: Pipeline order of the rules in the timings plot; rules not listed come after, by name.
-RULE_ORDER = (
-    "synthesize",
-    "ics",
-    "clip_pretrain",
-    "prompt",
-    "intra",
-    "inter_epochs",
-    "final",
-    "evaluate",
-)
 _CAMERA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
-# Stage-3 jobs: one per block of epochs, named by the first epoch of the block.
-_EPOCH_BENCHMARK = re.compile(r"^inter_epochs_(\d+)$")
-
-
-class NotAvailable(Exception):
-    """An optional input of a plot or table is missing; the message says which and why."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading artifacts
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    if not path.is_file():
-        raise NotAvailable(f"{path} not found")
-    return json.loads(path.read_text())
-
-
-def _read_parquet(path: Path, what: str) -> pd.DataFrame:
-    if not path.is_file():
-        raise NotAvailable(f"no {what} ({path} not found)")
-    return pd.read_parquet(path)
-
-
-@dataclass
-class ReportInputs:
-    """The files a report is drawn from, as the report rule names them; None: not in this run.
-
-    ``training_logs``: log.parquet per stage, keyed "clip" (caption pretraining), "prompt"
-    (stage 1), "intra" (stage 2). ``epochs``: epoch -> (log.parquet, metrics.json) of each
-    inter-camera epoch. ``attribute_zero_shot``: clip/zero_shot.json of a caption-pretrained
-    CLIP. ``references``: name -> reference JSON (`ccafl.reference`), shown beside the trained
-    model. ``benchmarks``: job name -> Snakemake benchmark .tsv.
-    """
-
-    metrics: Path | None = None
-    cmc: Path | None = None
-    features: Path | None = None
-    dataset_root: Path | None = None
-    training_logs: dict[str, Path] = field(default_factory=dict)
-    epochs: dict[int, tuple[Path, Path]] = field(default_factory=dict)
-    attribute_zero_shot: Path | None = None
-    references: dict[str, Path] = field(default_factory=dict)
-    benchmarks: dict[str, Path] = field(default_factory=dict)
-
-
-def _given(path: Path | None, what: str) -> Path:
-    if path is None:
-        raise NotAvailable(f"no {what} in this run")
-    return Path(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing figures
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -130,186 +47,17 @@ def placeholder_png(path: str | Path, reason: str) -> Path:
     return _save_figure(figure, Path(path))
 
 
-def _placeholder_csv(path: Path, reason: str) -> Path:
-    return write_text(
-        pd.DataFrame({"note": [f"not available: {reason}"]}).to_csv(index=False), path
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables
-
-
-REFERENCE_FEATURES = ("pooled", "projection", "concat")
-REFERENCE_WAYS = ("raw", "calibrated")
-_REFERENCE_NAMES = {
-    "zeroshot": "pretrained CLIP ({source}), no ReID training",
-    "untrained": "untrained network, no training",
-}
-
-
-def _metrics_row(metrics: dict, model: str | None = None) -> dict:
-    return {
-        "dataset": metrics.get("dataset"),
-        "model": model if model is not None else metrics.get("model"),
-        "mAP": metrics["mAP"],
-        "mINP": metrics["mINP"],
-        "rank-1": metrics["rank1"],
-        "rank-5": metrics["rank5"],
-        "rank-10": metrics["rank10"],
-        "n_query": metrics.get("n_query"),
-        "n_gallery": metrics.get("n_gallery"),
-    }
-
-
-def reference_rows(name: str, reference: dict) -> list[dict]:
-    """One row per retrieval feature and way (raw, calibrated) of a reference JSON."""
-    label = _REFERENCE_NAMES.get(name, name).format(source=reference.get("source", "?"))
-    return [
-        _metrics_row(reference[feature][way], f"{label}: {feature} ({way})")
-        for feature in REFERENCE_FEATURES
-        if feature in reference
-        for way in REFERENCE_WAYS
-        if way in reference[feature]
-    ]
-
-
-def metrics_table(
-    metrics_file: Path | None, references: dict[str, Path] | None = None
-) -> pd.DataFrame:
-    """The evaluation's mAP, mINP, CMC rank-1/5/10 (fractions) and split sizes, first row;
-    then the reference rows (e.g. the pretrained CLIP zero-shot per retrieval feature), so a
-    reader sees whether training beat its starting point."""
-    rows = [_metrics_row(_read_json(_given(metrics_file, "evaluation metrics")))]
-    for name, path in (references or {}).items():
-        try:
-            rows.extend(reference_rows(name, _read_json(Path(path))))
-        except NotAvailable as why:
-            log.info("metrics: reference %s left out: %s", name, why)
-    return pd.DataFrame(rows)
-
-
-def _markdown(table: pd.DataFrame, numeric: set[str]) -> str:
-    """A GitHub-flavoured Markdown table; ``numeric`` columns are right-aligned."""
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---:" if c in numeric else "---" for c in table.columns) + "|"
-    rows = ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
-
-
-def write_metrics(
-    metrics_file: Path | None, out_dir: str | Path, references: dict[str, Path] | None = None
-) -> None:
-    """metrics.csv (fractions, as in metrics.json) and metrics.md (percent, one decimal)."""
-    out_dir = Path(out_dir)
-    table = metrics_table(metrics_file, references)
-    write_text(table.to_csv(index=False), out_dir / "metrics.csv")
-    shown = table.copy()
-    for column in ("mAP", "mINP", "rank-1", "rank-5", "rank-10"):
-        shown[column] = [f"{100 * v:.1f}" for v in table[column]]
-    text = (
-        "# Retrieval metrics (Market-1501 protocol)\n\n"
-        "mAP, mINP and CMC rank-k in percent over the query set; gallery images of the "
-        "query's identity seen by the query's camera, and junk images, are excluded.\n\n"
-        + _markdown(shown, {c for c in table if table[c].dtype.kind in "if"})
-    )
-    if len(table) > 1:
-        text += (
-            "\nThe first row is the trained model. The rows below it are references: the "
-            "pretrained CLIP that training starts from, evaluated without any ReID training "
-            "for each retrieval feature, raw (the tower's outputs) and calibrated (BN-necks "
-            "set from the training images, as f is at the first training step). Training "
-            "that does not beat the best of them has learnt nothing.\n"
-        )
-    write_text(text, out_dir / "metrics.md")
-
-
-def zero_shot_table(zero_shot_file: Path | None) -> pd.DataFrame:
-    """Per-attribute zero-shot retrieval of the caption-pretrained CLIP (clip/zero_shot.json)."""
-    if zero_shot_file is None:
-        raise NotAvailable("clip.pretrained is not 'captions', so no CLIP was pretrained here")
-    zero_shot = _read_json(Path(zero_shot_file))
-    # Imported here: the module pulls in torch and open_clip, which the rest of the report
-    # does not need.
-    from ccafl.training.zero_shot import attribute_table
-
-    return attribute_table(zero_shot)
-
-
-def benchmark_table(benchmarks: dict[str, Path]) -> pd.DataFrame:
-    """One row per benchmarked job: rule, epoch (inter epochs), wall seconds, peak RSS.
-
-    ``benchmarks``: job name (the rule's; stage-3 blocks ``inter_epochs_<first epoch>``) ->
-    its Snakemake benchmark file. A file that is missing or unreadable is left out.
-    """
-    rows = []
-    for name, path in benchmarks.items():
-        path = Path(path)
-        if not path.is_file():
-            log.info("timings: no benchmark file %s (job %s) left out", path, name)
-            continue
-        try:
-            bench = pd.read_csv(path, sep="\t")
-        except (pd.errors.EmptyDataError, pd.errors.ParserError):
-            log.warning("unreadable benchmark file %s skipped", path)
-            continue
-        if bench.empty or "s" not in bench:
-            continue
-        match = _EPOCH_BENCHMARK.match(name)
-        rows.append(
-            {
-                "rule": "inter_epochs" if match else name,
-                "epoch": int(match.group(1)) if match else None,
-                # Snakemake's `repeat` writes one row per repetition: report their mean.
-                "seconds": float(pd.to_numeric(bench["s"], errors="coerce").mean()),
-                "max_rss_mb": float(pd.to_numeric(bench.get("max_rss"), errors="coerce").max())
-                if "max_rss" in bench
-                else math.nan,
-            }
-        )
-    if not rows:
-        raise NotAvailable("no benchmark files of this run's jobs")
-    return pd.DataFrame(rows).astype({"epoch": "Int64"})
-
-
-def _rule_rank(rule: str) -> tuple[int, str]:
-    return (RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER), rule)
-
-
-def timings_summary(jobs: pd.DataFrame) -> pd.DataFrame:
-    """Per rule (inter epochs summed) then per inter epoch; ``level`` tells the two apart."""
-    per_rule = (
-        jobs.groupby("rule", sort=False)
-        .agg(jobs=("seconds", "size"), seconds=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max"))
-        .reset_index()
-    )
-    per_rule["level"] = "rule"
-    per_rule["epoch"] = pd.array([None] * len(per_rule), dtype="Int64")
-    per_rule = per_rule.iloc[
-        sorted(range(len(per_rule)), key=lambda i: _rule_rank(per_rule.rule[i]))
-    ]
-    epochs = jobs[jobs["rule"] == "inter_epochs"].sort_values("epoch").copy()
-    epochs["level"] = "epoch"
-    epochs["jobs"] = 1
-    columns = ["level", "rule", "epoch", "jobs", "seconds", "max_rss_mb"]
-    return pd.concat([per_rule[columns], epochs[columns]], ignore_index=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Plots
-
-
 def plot_cmc(
     cmc_file: Path | None, metrics_file: Path | None, path: Path, max_rank: int = 50
 ) -> None:
     """CMC curve, ranks 1..max_rank, with rank-1/5/10 marked."""
-    cmc = _read_parquet(_given(cmc_file, "CMC table"), "CMC table")
+    cmc = read_parquet(given(cmc_file, "CMC table"), "CMC table")
     cmc = cmc[cmc["rank"] <= max_rank].sort_values("rank")
     if cmc.empty:
         raise NotAvailable("the CMC table is empty")
     title = "CMC (Market-1501 protocol)"
     if metrics_file is not None and Path(metrics_file).is_file():
-        metrics = _read_json(Path(metrics_file))
+        metrics = read_json(Path(metrics_file))
         title += f": mAP {100 * metrics['mAP']:.1f}%, mINP {100 * metrics['mINP']:.1f}%"
     figure = _new_figure(6.0, 4.0)
     ax = figure.add_subplot()
@@ -358,17 +106,6 @@ def _loss_panel(ax, log_table: pd.DataFrame, title: str) -> None:
     ax.legend(fontsize=7, loc="upper right")
 
 
-def _inter_log(epochs: dict[int, tuple[Path, Path]]) -> pd.DataFrame:
-    tables = [
-        pd.read_parquet(log_file)
-        for _, (log_file, _) in sorted(epochs.items())
-        if Path(log_file).is_file()
-    ]
-    if not tables:
-        raise NotAvailable("no inter-camera epochs (train.epochs == train.intra_epochs)")
-    return pd.concat(tables, ignore_index=True).sort_values(["epoch", "step"], kind="stable")
-
-
 STAGE_TITLES = {
     "clip": "CLIP pretraining on captions",
     "prompt": "stage 1: prompt learning",
@@ -382,12 +119,12 @@ def plot_losses(
     """One panel per training stage, each loss term a line over (fractional) epochs."""
 
     def stage_log(name: str) -> Callable[[], pd.DataFrame]:
-        return lambda: _read_parquet(Path(training_logs[name]), f"{name} log")
+        return lambda: read_parquet(Path(training_logs[name]), f"{name} log")
 
     stages: list[tuple[str, Callable[[], pd.DataFrame]]] = [
         (title, stage_log(name)) for name, title in STAGE_TITLES.items() if name in training_logs
     ]
-    stages.append(("stage 3: inter-camera", lambda: _inter_log(epochs)))
+    stages.append(("stage 3: inter-camera", lambda: inter_log(epochs)))
     panels = []
     for title, load in stages:
         try:
@@ -418,16 +155,6 @@ def plot_losses(
             )
     figure.suptitle("Training losses (steps within an epoch spread evenly over it)")
     _save_figure(figure, path)
-
-
-def association_table(epochs: dict[int, tuple[Path, Path]]) -> pd.DataFrame:
-    rows = []
-    for epoch, (_, metrics_file) in sorted(epochs.items()):
-        if Path(metrics_file).is_file():
-            rows.append({**_read_json(Path(metrics_file)), "epoch": epoch})
-    if not rows:
-        raise NotAvailable("no inter-camera epochs (train.epochs == train.intra_epochs)")
-    return pd.DataFrame(rows).sort_values("epoch")
 
 
 def plot_association(epochs: dict[int, tuple[Path, Path]], path: Path) -> None:
@@ -491,7 +218,7 @@ def plot_association(epochs: dict[int, tuple[Path, Path]], path: Path) -> None:
 
 
 def _test_features(features_file: Path | None) -> pd.DataFrame:
-    features = _read_parquet(_given(features_file, "test features"), "test features")
+    features = read_parquet(given(features_file, "test features"), "test features")
     if features.empty:
         raise NotAvailable("the test feature table is empty")
     return features
@@ -579,7 +306,7 @@ def retrieval_ranking(
     out = []
     for i, row in enumerate(query.itertuples(index=False)):
         similarity = g_feats @ _feature_matrix(query.iloc[[i]])[0]
-        invalid = ((g_pids == row.pid) & (g_cams == row.camera)) | (g_pids == -1)
+        invalid = excluded_from_gallery(row.pid, row.camera, g_pids, g_cams)
         similarity[invalid] = -np.inf
         order = np.argsort(-similarity, kind="stable")[:top_k]
         out.append((i, order[np.isfinite(similarity[order])]))
@@ -596,7 +323,7 @@ def plot_retrieval(
 ) -> None:
     """Query (left) and its top-k gallery images; green border = same person, red = wrong."""
     features = _test_features(features_file)
-    root = _given(dataset_root, "dataset root")
+    root = given(dataset_root, "dataset root")
     gallery = features[features["split"] == "gallery"].reset_index(drop=True)
     query = features[(features["split"] == "query") & (features["pid"] > 0)]
     # Only queries that have a true match left after the protocol's exclusions.
@@ -707,66 +434,3 @@ def write_timings(
     write_text(summary.to_csv(index=False, float_format="%.3f"), out_dir / "timings.csv")
     plot_timings(summary, out_dir / "timings.png", adv_start)
     return summary
-
-
-# ---------------------------------------------------------------------------------------------
-# Everything
-
-
-def build_report(inputs: ReportInputs, out_dir: str | Path) -> dict:
-    """Write every file of :data:`OUTPUTS` into ``out_dir`` from the files ``inputs`` names.
-
-    A plot or table whose inputs are missing is replaced by a placeholder saying why; the
-    returned dict maps each output to its path (``outputs``) and each replaced one to the
-    reason (``skipped``).
-    """
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    skipped: dict[str, str] = {}
-
-    def attempt(names: tuple[str, ...], make: Callable[[], object]) -> None:
-        try:
-            make()
-        except NotAvailable as why:
-            log.info("%s not available: %s", ", ".join(names), why)
-            for name in names:
-                skipped[name] = str(why)
-                if name.endswith(".png"):
-                    placeholder_png(out_dir / name, str(why))
-                elif name.endswith(".csv"):
-                    _placeholder_csv(out_dir / name, str(why))
-                else:
-                    write_text(f"not available: {why}\n", out_dir / name)
-
-    def zero_shot() -> None:
-        table = zero_shot_table(inputs.attribute_zero_shot)
-        write_text(table.to_csv(index=False, float_format="%.4f"), out_dir / "zero_shot.csv")
-
-    attempt(
-        ("metrics.md", "metrics.csv"),
-        lambda: write_metrics(inputs.metrics, out_dir, inputs.references),
-    )
-    attempt(("cmc.png",), lambda: plot_cmc(inputs.cmc, inputs.metrics, out_dir / "cmc.png"))
-    attempt(
-        ("losses.png",),
-        lambda: plot_losses(inputs.training_logs, inputs.epochs, out_dir / "losses.png"),
-    )
-    attempt(
-        ("association.png",), lambda: plot_association(inputs.epochs, out_dir / "association.png")
-    )
-    attempt(("tsne.png",), lambda: plot_tsne(inputs.features, out_dir / "tsne.png"))
-    attempt(
-        ("retrieval.png",),
-        lambda: plot_retrieval(inputs.features, inputs.dataset_root, out_dir / "retrieval.png"),
-    )
-    attempt(
-        ("timings.csv", "timings.png"),
-        lambda: write_timings(inputs.benchmarks, out_dir, ical_start(inputs.epochs)),
-    )
-    attempt(("zero_shot.csv",), zero_shot)
-    return {
-        "outputs": {name: str(out_dir / name) for name in OUTPUTS},
-        "skipped": skipped,
-        "seconds": time.perf_counter() - start,
-    }
