@@ -112,6 +112,19 @@ def test_final_model_loads_in_one_call(workdir: Path) -> None:
     assert f.shape == (2, model.feat_dim) and p.shape == (2, model.proj_dim)
 
 
+def test_every_file_a_job_writes_is_a_declared_output(workdir: Path) -> None:
+    """Snakemake reruns, cleans and reports only declared outputs: an undeclared file a stage
+    writes would outlive the rerun that should replace it."""
+    summary = snakemake(workdir, "--summary").stdout.splitlines()
+    declared = {line.split("\t")[0] for line in summary[1:] if line.strip()}
+    written = {
+        p.relative_to(workdir).as_posix()
+        for p in (workdir / "results").rglob("*")
+        if p.is_file() and "benchmarks" not in p.parts  # a job's `benchmark:` file
+    }
+    assert written - declared == set()
+
+
 def test_second_run_does_nothing(workdir: Path) -> None:
     assert planned_jobs(workdir) == {}
 

@@ -14,6 +14,7 @@ rule clip_pretrain:
         model=f"{RESULTS}/clip/pretrained.pt",
         log=f"{RESULTS}/clip/log.parquet",
         zero_shot=f"{RESULTS}/clip/zero_shot.json",
+        metrics=f"{RESULTS}/clip/metrics.json",
     log:
         f"{LOGS}/clip_pretrain.log",
     benchmark:

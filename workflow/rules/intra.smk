@@ -9,6 +9,7 @@ rule intra:
     output:
         checkpoint=f"{RESULTS}/{RUN}intra/checkpoint.pt",
         log=f"{RESULTS}/{RUN}intra/log.parquet",
+        metrics=f"{RESULTS}/{RUN}intra/metrics.json",
     log:
         f"{LOGS}/{RUN}intra.log",
     benchmark:

@@ -9,6 +9,7 @@ rule prompt:
         tokens=f"{RESULTS}/{RUN}prompt/prompt_tokens.pt",
         text=f"{RESULTS}/{RUN}prompt/text_features.parquet",
         log=f"{RESULTS}/{RUN}prompt/log.parquet",
+        metrics=f"{RESULTS}/{RUN}prompt/metrics.json",
     log:
         f"{LOGS}/{RUN}prompt.log",
     benchmark:
