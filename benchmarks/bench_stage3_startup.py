@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     from ccafl.data.images import decode_images
     from ccafl.inference.checkpoints import load_checkpoint
     from ccafl.models.factory import build_reid_model
+    from ccafl.settings import Settings
     from ccafl.training.common import seed_everything
     from ccafl.training.loop import epoch_loader
     from ccafl.training.state import TrainingData, TrainingState
@@ -264,15 +265,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Model build, bare architecture (its weights come from the checkpoint next).
     results["model build, tiny CLIP"] = timed(
-        lambda: build_reid_model(load_config(None, tiny), weights=False), 3
+        lambda: build_reid_model(Settings.from_config(load_config(None, tiny)), weights=False), 3
     )
-    results["model build, RN50 256x128"] = timed(lambda: build_reid_model(config, weights=False), 2)
+    results["model build, RN50 256x128"] = timed(
+        lambda: build_reid_model(Settings.from_config(config), weights=False), 2
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench_stage3_") as tmp:
         tmp = Path(tmp)
         # 3. An RN50 training checkpoint: model, classifier, both Adam states filled.
         n_gids = sum(MARKET_IDS_PER_CAMERA)
-        state = TrainingState.create(config, None, n_gids)
+        state = TrainingState.create(Settings.from_config(config), None, n_gids)
         for module, optimizer in (
             (state.model, state.optimizer),
             (state.classifier, state.classifier_optimizer),
@@ -287,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         results["checkpoint header check"] = timed(
             lambda: load_checkpoint(path, epoch=6, mmap=True), 3
         )
-        resume = timed(lambda: TrainingState.resume(path, config, None, n_gids), 2)
+        resume = timed(
+            lambda: TrainingState.resume(path, Settings.from_config(config), None, n_gids), 2
+        )
         results["checkpoint load (resume - build)"] = Seconds(
             max(0.0, v) for v in resume - results["model build, RN50 256x128"]
         )
@@ -316,13 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         data = TrainingData.load(tmp, ics, prompt)
         data.train["path"] = [jpegs[i % len(jpegs)] for i in range(len(data.train))]
         labels = data.gids
-        probe = TrainingState(config, model, None, None, None, torch.device("cpu"))
+        settings = Settings.from_config(config)
+        probe = TrainingState(settings, model, None, None, None, torch.device("cpu"))
         data.images = torch.zeros((len(data.train), 3, 256, 128), dtype=torch.uint8)
         results["loader start, image cache"] = timed(
             lambda: next(iter(epoch_loader(probe, data, labels, 7))), 3
         )
         data.images = None
-        probe.config = {**config, "train": {**config["train"], "num_workers": args.loader_workers}}
+        workers = settings.train.replace(num_workers=args.loader_workers)
+        probe.settings = settings.replace(train=workers)
         results[f"loader start, {args.loader_workers} workers decoding files"] = timed(
             lambda: next(iter(epoch_loader(probe, data, labels, 7))), 2
         )

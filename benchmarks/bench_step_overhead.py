@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     from ccafl.config import load_config
     from ccafl.data.samplers import PKBatchSampler
     from ccafl.memory import IntraCameraMemories
+    from ccafl.settings import Settings
     from ccafl.training import inter as inter_module
     from ccafl.training import intra as intra_module
     from ccafl.training.common import LossLog, seed_everything
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     table = fake_ics_table(config, args.paper)
     n_gids = int(table["gid"].max()) + 1
-    state = TrainingState.create(config, None, n_gids)
+    state = TrainingState.create(Settings.from_config(config), None, n_gids)
     device = state.device
     if device.type != args.device:
         raise SystemExit(f"asked for {args.device} but training would run on {device}")

@@ -25,6 +25,7 @@ from ccafl.commands import Handler
 from ccafl.config import load_config, parse_overrides, restrict_to
 from ccafl.errors import UserError
 from ccafl.logs import redirect_output, setup_logging
+from ccafl.settings import Settings
 
 # The command table: each command's handler as "module:function". A handler carries its help
 # line and its arguments (ccafl.commands.command); its module keeps heavy imports inside the
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     # blocks (atomic writes removing their temporary files) still run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        handler_of(args.command)(args, _stage_config(args))
+        # The config is read once, here: every command below gets its typed sections.
+        handler_of(args.command)(args, Settings.from_config(_stage_config(args)))
     except Exception as error:
         line = user_error_line(error)
         if line is None or debug:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-Handler = Callable[[argparse.Namespace, dict], None]
+from ccafl.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], None]
 Arguments = Callable[[argparse.ArgumentParser], None]
 
 

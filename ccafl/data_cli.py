@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ccafl.commands import command
 from ccafl.errors import UserError
+from ccafl.settings import Settings
 
 
 def _out_dir(p: argparse.ArgumentParser) -> None:
@@ -20,27 +21,25 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("render the embedded synthetic benchmark (Market-1501 layout)", _synthesize_args)
-def synthesize(args: argparse.Namespace, config: dict) -> None:
+def synthesize(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.data.synthetic import SyntheticSpec, synthesize
 
-    if config["dataset"]["format"] != "synthetic":
+    if settings.dataset.format != "synthetic":
         raise UserError(
-            f"dataset.format is {config['dataset']['format']}: synthesize writes only the "
+            f"dataset.format is {settings.dataset.format}: synthesize writes only the "
             "synthetic benchmark (dataset.format: synthetic), never into a real dataset's root"
         )
-    root = args.out or Path(config["dataset"]["root"])
-    summary = synthesize(root, SyntheticSpec.from_config(config["synthetic"]))
+    root = args.out or Path(settings.dataset.root)
+    summary = synthesize(root, SyntheticSpec.from_config(settings.raw["synthetic"]))
     logging.info("synthetic benchmark written to %s: %s", root, summary)
 
 
 @command("ICS relabelling: train/query/gallery tables, truth table, summary", _out_dir)
-def ics(args: argparse.Namespace, config: dict) -> None:
+def ics(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.data.ics import build_ics
 
-    data = config["dataset"]
-    summary = build_ics(
-        data["root"], data["format"], args.out_dir, data["verify_images"], data["layout"]
-    )
+    data = settings.dataset
+    summary = build_ics(data.root, data.format, args.out_dir, data.verify_images, data.layout)
     logging.info(
         "%d cameras, %d ICS ids (%s per camera), %d training images, %.1f s",
         summary["n_cameras"],
@@ -60,10 +59,10 @@ def _fetch_weights_args(p: argparse.ArgumentParser) -> None:
     "download open_clip weights into the local cache once (needs internet); runs never download",
     _fetch_weights_args,
 )
-def fetch_weights(args: argparse.Namespace, config: dict) -> None:
+def fetch_weights(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.models.weights import fetch_hub_weights
 
-    model = args.model or config["clip"]["model"]
-    tag = args.pretrained or config["clip"]["pretrained"]
+    model = args.model or settings.clip.model
+    tag = args.pretrained or settings.clip.pretrained
     path = fetch_hub_weights(model, tag)
     logging.getLogger("ccafl").info("open_clip weights %s/%s: %s", model, tag, path)

@@ -19,13 +19,14 @@ import pandas as pd
 
 from ccafl.inference.features import extract_features
 from ccafl.models.backbone import RETRIEVAL_FEATURES
-from ccafl.models.factory import build_reid_model, input_size
+from ccafl.models.factory import build_reid_model
 from ccafl.retrieval import evaluate_model
+from ccafl.settings import Settings
 from ccafl.training.common import seed_everything
 
 
 def reference_metrics(
-    config: dict,
+    settings: Settings,
     clip_path: str | Path | None,
     dataset_root: str | Path,
     ics_dir: str | Path,
@@ -35,29 +36,31 @@ def reference_metrics(
     """``{feature: {"raw": metrics, "calibrated": metrics}, "best": {...}}`` (see module doc)."""
     ics_dir = Path(ics_dir)
     train_paths = pd.read_parquet(ics_dir / "train.parquet")["path"].tolist()
-    result: dict = {"source": "untrained" if untrained else str(config["clip"]["pretrained"])}
+    result: dict = {"source": "untrained" if untrained else str(settings.clip.pretrained)}
     best = None
     raw_outputs = None
     for feature in RETRIEVAL_FEATURES:
-        feature_config = {**config, "train": {**config["train"], "feature": feature}}
+        feature_settings = settings.replace(train=settings.train.replace(feature=feature))
         if untrained:
-            feature_config["clip"] = {**config["clip"], "pretrained": None}
-            seed_everything(config["train"]["seed"])  # the same random network per feature
-        model = build_reid_model(feature_config, None if untrained else clip_path)
-        rows = {"raw": evaluate_model(model, feature_config, dataset_root, ics_dir, label=feature)}
+            feature_settings = feature_settings.replace(clip=settings.clip.replace(pretrained=None))
+            seed_everything(settings.train.seed)  # the same random network per feature
+        model = build_reid_model(feature_settings, None if untrained else clip_path)
+        rows = {
+            "raw": evaluate_model(model, feature_settings, dataset_root, ics_dir, label=feature)
+        }
         if raw_outputs is None:  # the tower is the same for every feature
             raw_outputs = extract_features(
                 model,
                 dataset_root,
                 train_paths,
-                input_size(config),
-                batch_size=config["eval"]["batch_size"],
+                settings.input.size,
+                batch_size=settings.eval.batch_size,
                 which="raw",
                 desc="training images",
             )
         model.calibrate_necks(*raw_outputs)
         rows["calibrated"] = evaluate_model(
-            model, feature_config, dataset_root, ics_dir, label=f"{feature} (calibrated)"
+            model, feature_settings, dataset_root, ics_dir, label=f"{feature} (calibrated)"
         )
         result[feature] = rows
         for way, metrics in rows.items():

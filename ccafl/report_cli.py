@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from ccafl.commands import command
+from ccafl.settings import Settings
 
 log = logging.getLogger("ccafl")
 
@@ -61,7 +62,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("plots and tables of a finished run, for `snakemake --report`", _report_args)
-def report(args: argparse.Namespace, config: dict) -> None:
+def report(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.report import ReportInputs, build_report
 
     unknown = {stage for stage, _ in args.training_log} - {"clip", "prompt", "intra"}
@@ -72,7 +73,7 @@ def report(args: argparse.Namespace, config: dict) -> None:
         cmc=args.cmc,
         features=args.features,
         # The images of the retrieval examples.
-        dataset_root=Path(config["dataset"]["root"]),
+        dataset_root=Path(settings.dataset.root),
         training_logs={stage: Path(path) for stage, path in args.training_log},
         epochs={int(epoch): (Path(lg), Path(m)) for epoch, lg, m in args.epoch},
         attribute_zero_shot=args.attribute_zero_shot,

@@ -13,15 +13,15 @@ from torch import nn
 from ccafl.evaluation import cmc_at, rank_metrics
 from ccafl.inference.features import extract_features, pick_device
 from ccafl.io import write_json, write_parquet
-from ccafl.models.factory import input_size
 from ccafl.reranking import k_reciprocal_rerank
+from ccafl.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_model(
     model: nn.Module,
-    config: dict,
+    settings: Settings,
     dataset_root: str | Path,
     ics_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -39,9 +39,9 @@ def evaluate_model(
             model,
             dataset_root,
             table["path"].tolist(),
-            input_size(config),
-            batch_size=config["eval"]["batch_size"],
-            num_workers=config["train"]["num_workers"],
+            settings.input.size,
+            batch_size=settings.eval.batch_size,
+            num_workers=settings.train.num_workers,
             device=device,
             desc=f"{split} features",
         )
@@ -53,7 +53,7 @@ def evaluate_model(
         q_cams=query["camera"].to_numpy(),
         g_cams=gallery["camera"].to_numpy(),
     )
-    if config["eval"]["rerank"]:
+    if settings.eval.rerank:
         distmat = k_reciprocal_rerank(q_feats.numpy(), g_feats.numpy())
         result = rank_metrics(distmat, **labels)
     else:
@@ -62,9 +62,9 @@ def evaluate_model(
         "mAP": float(result["mAP"]),
         "mINP": float(result["mINP"]),
         **cmc_at(result),
-        "dataset": config["dataset"]["name"],
+        "dataset": settings.dataset.name,
         "model": label,
-        "rerank": bool(config["eval"]["rerank"]),
+        "rerank": bool(settings.eval.rerank),
         "n_query": int(len(query)),
         "n_gallery": int(len(gallery)),
         "n_valid_queries": int(result["n_valid_queries"]),

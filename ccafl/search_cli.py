@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ccafl.commands import command
 from ccafl.data.datasets import IMAGE_SUFFIXES, DatasetError
+from ccafl.settings import Settings
 
 log = logging.getLogger("ccafl")
 
@@ -111,7 +112,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     "embed images with a trained model: L2-normalised retrieval features into a Parquet table",
     _embed_args,
 )
-def embed(args: argparse.Namespace, config: dict) -> None:
+def embed(args: argparse.Namespace, settings: Settings) -> None:
     import ccafl
     from ccafl.embedding import (
         EmbeddingTable,
@@ -255,7 +256,7 @@ def _gallery_table(args: argparse.Namespace):
     "build a faiss search index (exact or approximate) over a features table",
     _index_args,
 )
-def index(args: argparse.Namespace, config: dict) -> None:
+def index(args: argparse.Namespace, settings: Settings) -> None:
     import faiss
 
     from ccafl.embedding import file_sha256
@@ -366,7 +367,7 @@ def _query_paths(items: list[Path]) -> list[str]:
     "find query people in a gallery index: ranked table and contact sheet (PNG + HTML)",
     _search_args,
 )
-def search(args: argparse.Namespace, config: dict) -> None:
+def search(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.contact_sheet import write_contact_sheet_html, write_contact_sheet_png
     from ccafl.embedding import embed_table, file_sha256
     from ccafl.gallery_index import GalleryIndex
@@ -441,7 +442,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     "export the image encoder + retrieval head to TorchScript / ONNX, with a parity check",
     _export_args,
 )
-def export(args: argparse.Namespace, config: dict) -> None:
+def export(args: argparse.Namespace, settings: Settings) -> None:
     import torch
 
     from ccafl.embedding import file_sha256

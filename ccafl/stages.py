@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ccafl.commands import command
 from ccafl.io import write_json
+from ccafl.settings import Settings
 
 log = logging.getLogger("ccafl")
 
@@ -33,13 +34,13 @@ def _paths(*names: str):
 
 
 @command("pretrain the tiny CLIP on the synthetic captions", _paths("out_dir"))
-def clip_pretrain(args: argparse.Namespace, config: dict) -> None:
+def clip_pretrain(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.training.clip_pretrain import pretrain_clip
     from ccafl.training.zero_shot import zero_shot_attribute_retrieval
 
-    pretrain_clip(config, config["dataset"]["root"], args.out_dir)
+    pretrain_clip(settings, settings.dataset.root, args.out_dir)
     zero_shot = zero_shot_attribute_retrieval(
-        config, config["dataset"]["root"], args.out_dir / "pretrained.pt"
+        settings, settings.dataset.root, args.out_dir / "pretrained.pt"
     )
     write_json(zero_shot, args.out_dir / "zero_shot.json")
 
@@ -52,10 +53,10 @@ def _clip_import_args(p: argparse.ArgumentParser) -> None:
     "read the pretrained CLIP of clip.pretrained (tag or local file) once into the results",
     _clip_import_args,
 )
-def clip_import(args: argparse.Namespace, config: dict) -> None:
+def clip_import(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.models.factory import import_clip
 
-    summary = import_clip(config, args.out)
+    summary = import_clip(settings.clip, args.out)
     log.info("CLIP weights imported: %s", summary)
 
 
@@ -69,12 +70,12 @@ def _prompt_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("stage 1: learn prompt tokens per ICS id (Eq. 1-3)", _prompt_args)
-def prompt(args: argparse.Namespace, config: dict) -> None:
+def prompt(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.training.prompt import run_prompt
 
     run_prompt(
-        config,
-        config["dataset"]["root"],
+        settings,
+        settings.dataset.root,
         args.ics_dir,
         args.clip,
         args.out_dir,
@@ -86,14 +87,14 @@ def prompt(args: argparse.Namespace, config: dict) -> None:
     "stage 2: intra-camera learning, epochs 1..E_intra (Eq. 4-11, 17)",
     _paths("ics_dir", "prompt_dir", "clip", "out_dir"),
 )
-def intra(args: argparse.Namespace, config: dict) -> None:
+def intra(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl import distributed
     from ccafl.training.intra import run_intra
     from ccafl.training.state import TrainingData
 
     distributed.init_from_env()
-    data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
-    metrics = run_intra(config, data, args.clip, args.out_dir)
+    data = TrainingData.load(settings.dataset.root, args.ics_dir, args.prompt_dir)
+    metrics = run_intra(settings, data, args.clip, args.out_dir)
     log.info("stage 2: %s", metrics)
     distributed.shutdown()
 
@@ -130,7 +131,7 @@ def _inter_args(p: argparse.ArgumentParser) -> None:
     "stage 3: association + inter-camera learning, one epoch or a block (Eq. 12-20)",
     _inter_args,
 )
-def inter_epoch(args: argparse.Namespace, config: dict) -> None:
+def inter_epoch(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl import distributed
     from ccafl.association.diagnostics import EpochDiagnostics
     from ccafl.association.pseudo_labels import read_given_labels
@@ -143,12 +144,12 @@ def inter_epoch(args: argparse.Namespace, config: dict) -> None:
     # Before anything heavy: the previous epoch's checkpoint is readable and is epoch - 1.
     load_checkpoint(args.previous, epoch=args.epoch[0] - 1, mmap=True)
     distributed.init_from_env()
-    data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
+    data = TrainingData.load(settings.dataset.root, args.ics_dir, args.prompt_dir)
     given = None if args.labels is None else read_given_labels(args.labels, data.n_gids)
     out_dirs = dict(zip(args.epoch, args.out_dir, strict=True))
     diagnostics = EpochDiagnostics(data.train, args.ics_dir / "train_truth.parquet", out_dirs)
     run_inter_epochs(
-        config,
+        settings,
         data,
         args.previous,
         args.clip,
@@ -166,7 +167,7 @@ def _final_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("package the last checkpoint as a standalone inference model", _final_args)
-def final(args: argparse.Namespace, config: dict) -> None:
+def final(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.inference.checkpoints import load_checkpoint
     from ccafl.inference.models import model_from_checkpoint
     from ccafl.io import save_torch
@@ -174,7 +175,10 @@ def final(args: argparse.Namespace, config: dict) -> None:
 
     checkpoint = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    payload = final_model_payload(model, checkpoint["config"], epoch=checkpoint["epoch"])
+    # The checkpoint's own config (the run's), not this command's: model.pt must rebuild it.
+    payload = final_model_payload(
+        model, Settings.from_config(checkpoint["config"]), epoch=checkpoint["epoch"]
+    )
     save_torch(payload, args.out)
     log.info("final model (epoch %d) written to %s", checkpoint["epoch"], args.out)
 
@@ -189,15 +193,15 @@ def _loader_workers_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def with_loader_workers(config: dict, workers: int | None) -> dict:
-    """``config`` with train.num_workers set to ``workers`` (unchanged when None).
+def with_loader_workers(settings: Settings, workers: int | None) -> Settings:
+    """``settings`` with train.num_workers set to ``workers`` (unchanged when None).
 
     Why: the evaluation's loader reads train.num_workers, a key that changes no feature; the
     rules pass it on its own so that changing it does not rerun an evaluation.
     """
     if workers is None:
-        return config
-    return {**config, "train": {**config.get("train", {}), "num_workers": workers}}
+        return settings
+    return settings.replace(train=settings.train.replace(num_workers=workers))
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -212,16 +216,14 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("Market-1501 protocol metrics of a model on query/gallery", _evaluate_args)
-def evaluate(args: argparse.Namespace, config: dict) -> None:
+def evaluate(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.inference.models import load_model_for_eval
     from ccafl.retrieval import evaluate_model
 
-    config = with_loader_workers(config, args.loader_workers)
-    model = load_model_for_eval(config, args.model, args.clip)
-    label = args.label or (str(args.model) if args.model else f"raw {config['clip']['model']}")
-    evaluate_model(
-        model, config, config["dataset"]["root"], args.ics_dir, args.out_dir, label=label
-    )
+    settings = with_loader_workers(settings, args.loader_workers)
+    model = load_model_for_eval(settings, args.model, args.clip)
+    label = args.label or (str(args.model) if args.model else f"raw {settings.clip.model}")
+    evaluate_model(model, settings, settings.dataset.root, args.ics_dir, args.out_dir, label=label)
 
 
 def _variant_table_args(p: argparse.ArgumentParser) -> None:
@@ -250,12 +252,13 @@ def _variant_table_args(p: argparse.ArgumentParser) -> None:
     "collect mAP/rank-1 of every ablation variant (or sweep) and seed into a table",
     _variant_table_args,
 )
-def variant_table(args: argparse.Namespace, config: dict) -> None:
+def variant_table(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.ablation import write_variant_table
 
     runs = {(variant, int(seed)): Path(path) for variant, seed, path in args.run}
     references = dict(args.reference)
-    table = write_variant_table(config, runs, args.out, args.csv, args.group, references)
+    # The ablation's run configs are config algebra on the whole dict (ccafl.ablation).
+    table = write_variant_table(settings.raw, runs, args.out, args.csv, args.group, references)
     log.info("%d runs collected into %s", len(table), args.out)
 
 
@@ -275,13 +278,13 @@ def _reference_args(p: argparse.ArgumentParser) -> None:
     "evaluated per retrieval feature",
     _reference_args,
 )
-def reference(args: argparse.Namespace, config: dict) -> None:
+def reference(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.reference import reference_metrics
 
     result = reference_metrics(
-        with_loader_workers(config, args.loader_workers),
+        with_loader_workers(settings, args.loader_workers),
         args.clip,
-        config["dataset"]["root"],
+        settings.dataset.root,
         args.ics_dir,
         untrained=args.untrained,
     )
@@ -305,7 +308,7 @@ def _supervised_args(p: argparse.ArgumentParser) -> None:
     "cross-camera labels per gid from the truth table, for the supervised reference run only",
     _supervised_args,
 )
-def supervised_labels(args: argparse.Namespace, config: dict) -> None:
+def supervised_labels(args: argparse.Namespace, settings: Settings) -> None:
     import pandas as pd
 
     from ccafl.association.diagnostics import supervised_labels as labels_from_truth
@@ -345,7 +348,7 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
     "benchmark must show",
     _calibration_args,
 )
-def calibration(args: argparse.Namespace, config: dict) -> None:
+def calibration(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.ablation import calibration_table, write_calibration
 
     result = calibration_table(

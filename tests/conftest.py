@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ccafl.settings import Settings
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -156,7 +158,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
     config = tiny_config(
         root, clip={"pretrained": "captions"}, clip_pretrain={"epochs": 40, "lr": 3e-3}
     )
-    pretrain_clip(config, root, base / "clip")
+    pretrain_clip(Settings.from_config(config), root, base / "clip")
     return {
         "root": root,
         "ics": base / "ics",
@@ -172,7 +174,11 @@ def prompt_run(tiny_dataset: dict) -> dict:
     config = tiny_config(tiny_dataset["root"])
     out = tiny_dataset["base"] / "prompt"
     metrics = run_prompt(
-        config, tiny_dataset["root"], tiny_dataset["ics"], tiny_dataset["clip"], out
+        Settings.from_config(config),
+        tiny_dataset["root"],
+        tiny_dataset["ics"],
+        tiny_dataset["clip"],
+        out,
     )
     return {"config": config, "dir": out, "metrics": metrics}
 
@@ -186,5 +192,5 @@ def intra_run(tiny_dataset: dict, prompt_run: dict) -> dict:
     config = tiny_config(tiny_dataset["root"])
     data = TrainingData.load(tiny_dataset["root"], tiny_dataset["ics"], prompt_run["dir"])
     out = tiny_dataset["base"] / "intra"
-    run_intra(config, data, tiny_dataset["clip"], out)
+    run_intra(Settings.from_config(config), data, tiny_dataset["clip"], out)
     return {"config": config, "data": data, "checkpoint": out / "checkpoint.pt"}

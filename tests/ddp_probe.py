@@ -35,6 +35,7 @@ import ccafl.training.loop as loop
 from ccafl import distributed
 from ccafl.config import validate
 from ccafl.data.transforms import normalize_uint8, test_transform
+from ccafl.settings import Settings
 from ccafl.training.state import TrainingData, TrainingState
 
 _last_prototypes: dict[str, nn.Module] = {}
@@ -139,12 +140,17 @@ def main() -> None:
     _dump_at_save(args.out_dir / "dump")
     distributed.init_from_env()
     data = TrainingData.load(config["dataset"]["root"], args.ics_dir, args.prompt_dir)
-    intra.run_intra(config, data, args.clip, args.out_dir / "intra")
+    intra.run_intra(Settings.from_config(config), data, args.clip, args.out_dir / "intra")
     start = args.inter_from or args.out_dir / "intra" / "checkpoint.pt"
     distributed.barrier()  # rank 0 has written the checkpoint the other ranks read
     epoch = config["train"]["intra_epochs"] + 1
     inter.run_inter_epochs(
-        config, data, start, args.clip, [epoch], [args.out_dir / f"epoch_{epoch:03d}"]
+        Settings.from_config(config),
+        data,
+        start,
+        args.clip,
+        [epoch],
+        [args.out_dir / f"epoch_{epoch:03d}"],
     )
     distributed.shutdown()
 

@@ -743,18 +743,22 @@ def test_weights_log_says_what_was_loaded(tmp_path: Path, caplog) -> None:
 
     from ccafl.config import validate
     from ccafl.models.factory import build_clip
+    from ccafl.settings import Settings
 
-    config = validate({"clip": {"model": "ccafl-tiny-rn", "pretrained": None}})
+    def settings(clip: dict) -> Settings:
+        return Settings.from_config(validate({"clip": clip}))
+
+    tiny = settings({"model": "ccafl-tiny-rn", "pretrained": None})
     with caplog.at_level(logging.INFO):
-        clip = build_clip(config)
+        clip = build_clip(tiny.clip, tiny.input.size)
     assert "CLIP ccafl-tiny-rn: random initialisation (clip.pretrained: null)" in caplog.text
     weights = tmp_path / "clip.pt"
     torch.save({"model": clip.state_dict()}, weights)
-    config = validate({"clip": {"model": "ccafl-tiny-rn", "pretrained": str(weights)}})
+    local = settings({"model": "ccafl-tiny-rn", "pretrained": str(weights)})
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        build_clip(config)
-        build_clip(config, weights=False)
+        build_clip(local.clip, local.input.size)
+        build_clip(local.clip, local.input.size, weights=False)
     assert "initialized randomly" not in caplog.text
     assert f"CLIP ccafl-tiny-rn: weights from local file {weights}" in caplog.text
     assert "architecture only (its weights are loaded from a checkpoint next)" in caplog.text

@@ -19,6 +19,7 @@ from ccafl.export import (
     onnx_features,
     parity,
 )
+from ccafl.settings import Settings
 
 #: float32 round-off of the same graph run by another engine; a wrong weight or a missing
 #: BN-neck shows up as differences of order 0.1-1 on unit vectors.
@@ -31,7 +32,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory):
 
     config = tiny_config(tmp_path_factory.mktemp("x"), clip={"pretrained": None})
     torch.manual_seed(0)
-    model = build_reid_model(config, weights=False)
+    model = build_reid_model(Settings.from_config(config), weights=False)
     # Non-trivial BN-neck statistics, so the exported head is really exercised.
     model.bottleneck.running_mean.normal_(0, 0.1)
     model.bottleneck.running_var.uniform_(0.5, 2.0)
@@ -79,7 +80,10 @@ def test_export_command_writes_both_formats_and_the_parity(tiny_model, tmp_path:
     from ccafl.models.factory import final_model_payload
 
     config = tiny_config(tmp_path, clip={"pretrained": None})
-    save_torch(final_model_payload(tiny_model, config, epoch=0), tmp_path / "model.pt")
+    save_torch(
+        final_model_payload(tiny_model, Settings.from_config(config), epoch=0),
+        tmp_path / "model.pt",
+    )
     assert (
         main(["export", "--model", str(tmp_path / "model.pt"), "--out-dir", str(tmp_path / "x")])
         == 0

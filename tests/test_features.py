@@ -104,6 +104,7 @@ def test_stage2_losses_stay_inside_each_images_camera(tiny_dataset: dict, prompt
     """Mixed-camera batches: each image is scored against its own camera only; a one-camera
     batch gives the plain batch means."""
     from ccafl.memory import IntraCameraMemories
+    from ccafl.settings import Settings
     from ccafl.training.intra import per_camera_losses
     from ccafl.training.schedule import active_losses
     from ccafl.training.state import TrainingData
@@ -116,7 +117,8 @@ def test_stage2_losses_stay_inside_each_images_camera(tiny_dataset: dict, prompt
     cameras = torch.as_tensor(data.cameras)
     intra = torch.as_tensor(data.train["intra_id"].to_numpy())
     memories = IntraCameraMemories.from_features(features, cameras, intra)
-    train, active = config["train"], active_losses(1, config["train"])
+    train = Settings.from_config(config).train
+    active = active_losses(1, train)
     gids = torch.as_tensor(data.gids)
     text_dim = data.text_features.shape[1]
 

@@ -25,6 +25,7 @@ import pytest
 from conftest import tiny_config
 
 from ccafl.data.ics import TRAIN_COLUMNS
+from ccafl.settings import Settings
 
 TRUTH = "train_truth.parquet"
 _ARMED = {"on": False}
@@ -126,20 +127,30 @@ def test_no_training_stage_opens_the_truth_table(
             raise AssertionError(f"{name}: {leak}") from None
 
     with refuse_truth_table():
-        stage("stage 1 (prompt)", lambda: run_prompt(config, root, ics, clip, tmp_path / "p"))
+        stage(
+            "stage 1 (prompt)",
+            lambda: run_prompt(Settings.from_config(config), root, ics, clip, tmp_path / "p"),
+        )
         data = stage(
             "loading the training data", lambda: TrainingData.load(root, ics, tmp_path / "p")
         )
-        stage("stage 2 (intra)", lambda: run_intra(config, data, clip, tmp_path / "intra"))
+        stage(
+            "stage 2 (intra)",
+            lambda: run_intra(Settings.from_config(config), data, clip, tmp_path / "intra"),
+        )
         first = tmp_path / "intra" / "checkpoint.pt"
         stage(
             "stage 3, epoch 2",
-            lambda: run_inter_epochs(config, data, first, clip, [2], [tmp_path / "e2"]),
+            lambda: run_inter_epochs(
+                Settings.from_config(config), data, first, clip, [2], [tmp_path / "e2"]
+            ),
         )
         second = tmp_path / "e2" / "checkpoint.pt"
         stage(
             "stage 3, epoch 3 (with ICAL)",
-            lambda: run_inter_epochs(config, data, second, clip, [3], [tmp_path / "e3"]),
+            lambda: run_inter_epochs(
+                Settings.from_config(config), data, second, clip, [3], [tmp_path / "e3"]
+            ),
         )
         final = ["final", "--checkpoint", str(tmp_path / "e3" / "checkpoint.pt")]
         stage("final", lambda: main([*final, "--out", str(tmp_path / "final" / "model.pt")]))

@@ -7,6 +7,8 @@ import pandas as pd
 import torch
 from conftest import tiny_config
 
+from ccafl.settings import Settings
+
 
 def test_feature_cache_on_and_off_learn_the_same_tokens(tiny_dataset: dict) -> None:
     from ccafl.training.prompt import train_prompts
@@ -15,7 +17,7 @@ def test_feature_cache_on_and_off_learn_the_same_tokens(tiny_dataset: dict) -> N
     train = pd.read_parquet(tiny_dataset["ics"] / "train.parquet")
     runs = {
         cached: train_prompts(
-            config,
+            Settings.from_config(config),
             tiny_dataset["root"],
             train,
             tiny_dataset["clip"],

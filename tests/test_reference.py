@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_config
 
 from ccafl.ablation import CALIBRATION_TARGETS, calibration_table, write_calibration
+from ccafl.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,10 +100,17 @@ def test_reference_rows_on_a_tiny_world(tiny_dataset: dict) -> None:
 
     config = tiny_config(tiny_dataset["root"])
     clip = reference_metrics(
-        config, tiny_dataset["clip"], tiny_dataset["root"], tiny_dataset["ics"]
+        Settings.from_config(config),
+        tiny_dataset["clip"],
+        tiny_dataset["root"],
+        tiny_dataset["ics"],
     )
     untrained = reference_metrics(
-        config, None, tiny_dataset["root"], tiny_dataset["ics"], untrained=True
+        Settings.from_config(config),
+        None,
+        tiny_dataset["root"],
+        tiny_dataset["ics"],
+        untrained=True,
     )
     for result in (clip, untrained):
         rows = [

@@ -20,6 +20,7 @@ import torch
 from conftest import tiny_config
 
 from ccafl.inference.checkpoints import load_checkpoint
+from ccafl.settings import Settings
 from ccafl.training.common import rng_state, seed_everything
 from ccafl.training.state import TrainingState
 
@@ -76,7 +77,10 @@ def test_resume_restores_every_part_of_the_checkpoint(tiny_dataset: dict, intra_
     checkpoint = load_checkpoint(path)
     scramble_rng()
     state = TrainingState.resume(
-        path, intra_run["config"], tiny_dataset["clip"], intra_run["data"].n_gids
+        path,
+        Settings.from_config(intra_run["config"]),
+        tiny_dataset["clip"],
+        intra_run["data"].n_gids,
     )
     restored = {
         "rng": rng_state(),  # first: anything after resume may draw random numbers
@@ -120,7 +124,7 @@ def chains(tiny_dataset: dict, intra_run: dict, tmp_path_factory: pytest.TempPat
         patch.setattr(inter.PrototypeMemory, "from_features", recording("one_go"))
         one_go = base / "one_go"
         inter.run_inter_epochs(
-            config,
+            Settings.from_config(config),
             data,
             intra_run["checkpoint"],
             clip,
@@ -133,7 +137,9 @@ def chains(tiny_dataset: dict, intra_run: dict, tmp_path_factory: pytest.TempPat
         for epoch in CHAIN:
             scramble_rng()
             out = resumed / f"epoch_{epoch:03d}"
-            inter.run_inter_epochs(config, data, previous, clip, [epoch], [out])
+            inter.run_inter_epochs(
+                Settings.from_config(config), data, previous, clip, [epoch], [out]
+            )
             previous = out / "checkpoint.pt"
     final = {run: [m.prototypes.clone() for m in memories] for run, memories in prototypes.items()}
     return {"resumed": resumed, "one_go": one_go, "prototypes": final}

@@ -36,6 +36,7 @@ from ccafl.gallery_index import (
 )
 from ccafl.person_search import PROTOCOLS, exclusion, query_table, rank_gallery
 from ccafl.reranking import k_reciprocal_rerank
+from ccafl.settings import Settings
 
 
 def clustered_vectors(n: int, dim: int, seed: int = 0, per_person: int = 8) -> np.ndarray:
@@ -241,10 +242,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("model")
     config = tiny_config(folder, clip={"pretrained": None})
     torch.manual_seed(0)
-    model = build_reid_model(config, weights=False)
+    model = build_reid_model(Settings.from_config(config), weights=False)
     model.bottleneck.running_mean.normal_(0, 0.1)
     model.bottleneck.running_var.uniform_(0.5, 2.0)
-    save_torch(final_model_payload(model, config, epoch=0), folder / "model.pt")
+    save_torch(
+        final_model_payload(model, Settings.from_config(config), epoch=0), folder / "model.pt"
+    )
     return folder / "model.pt"
 
 

@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_config
 
 import ccafl.training.intra as intra
+from ccafl.settings import Settings
 from ccafl.training.state import TrainingState
 
 
@@ -152,7 +153,9 @@ def run_stage2(tiny_dataset: dict, intra_run: dict, tmp_path, spy: Stage2Spy, ba
     )
     with pytest.MonkeyPatch.context() as patch:
         spy.install(patch)
-        intra.run_intra(config, intra_run["data"], tiny_dataset["clip"], tmp_path)
+        intra.run_intra(
+            Settings.from_config(config), intra_run["data"], tiny_dataset["clip"], tmp_path
+        )
     assert spy.n_batches == 12
 
 

@@ -17,6 +17,7 @@ import torch
 from conftest import tiny_config
 
 import ccafl.training.inter as inter
+from ccafl.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,12 @@ def spied_epoch(tiny_dataset: dict, intra_run: dict, tmp_path_factory: pytest.Te
         patch.setattr(inter, "image_text_cross_entropy", spy_i2tce)
         patch.setattr(inter, "ical_targets", spy_ical)
         inter.run_inter_epochs(
-            config, intra_run["data"], intra_run["checkpoint"], tiny_dataset["clip"], [3], [out]
+            Settings.from_config(config),
+            intra_run["data"],
+            intra_run["checkpoint"],
+            tiny_dataset["clip"],
+            [3],
+            [out],
         )
     labels = pd.read_parquet(out / "labels.parquet").sort_values("gid")
     return {"seen": seen, "labels": labels, "out": Path(out), "data": intra_run["data"]}

@@ -14,6 +14,7 @@ from conftest import tiny_config
 
 from ccafl.data.samplers import PKBatchSampler
 from ccafl.inference.checkpoints import load_checkpoint
+from ccafl.settings import Settings, TrainSection
 from ccafl.training.schedule import active_losses, lr_factor
 
 
@@ -32,7 +33,9 @@ def test_stage1_leaves_clip_weights_bit_identical(tiny_dataset: dict) -> None:
 
     config = tiny_config(tiny_dataset["root"], prompt={"epochs": 1})
     clip_path = tiny_dataset["clip"]
-    before = {k: v.clone() for k, v in build_clip(config, clip_path).state_dict().items()}
+    settings = Settings.from_config(config)
+    clip = build_clip(settings.clip, settings.input.size, clip_path)
+    before = {k: v.clone() for k, v in clip.state_dict().items()}
     captured = {}
     import ccafl.training.prompt as prompt_module
 
@@ -45,7 +48,9 @@ def test_stage1_leaves_clip_weights_bit_identical(tiny_dataset: dict) -> None:
     prompt_module.build_clip = spy
     try:
         train = pd.read_parquet(tiny_dataset["ics"] / "train.parquet")
-        train_prompts(config, tiny_dataset["root"], train, clip_path, progress=False)
+        train_prompts(
+            Settings.from_config(config), tiny_dataset["root"], train, clip_path, progress=False
+        )
     finally:
         prompt_module.build_clip = original
     after = captured["clip"].state_dict()
@@ -64,7 +69,7 @@ def test_stage2_lowers_intra_loss(tiny_dataset: dict, prompt_run: dict) -> None:
     )
     data = TrainingData.load(tiny_dataset["root"], tiny_dataset["ics"], prompt_run["dir"])
     out = tiny_dataset["base"] / "intra_long"
-    run_intra(config, data, tiny_dataset["clip"], out)
+    run_intra(Settings.from_config(config), data, tiny_dataset["clip"], out)
     log = pd.read_parquet(out / "log.parquet")
     per_epoch = log.groupby("epoch")[["loss_intra1", "loss_intra2"]].mean()
     assert per_epoch.iloc[-1]["loss_intra1"] < 0.8 * per_epoch.iloc[0]["loss_intra1"]
@@ -147,7 +152,7 @@ def test_inter_epoch_rejects_wrong_previous_epoch(
 
     with pytest.raises(ValueError, match="holds epoch 2, but epoch 5 needs 4"):
         run_inter_epochs(
-            intra_run["config"],
+            Settings.from_config(intra_run["config"]),
             intra_run["data"],
             intra_run["checkpoint"],
             tiny_dataset["clip"],
@@ -157,17 +162,20 @@ def test_inter_epoch_rejects_wrong_previous_epoch(
 
 
 def test_eq20_schedule_switches_at_the_right_epochs() -> None:
-    train = {
+    given = {
         "intra_epochs": 5,
         "adv_start": 40,
         "losses": {"intra2": True, "i2tce": True, "ical": True},
     }
+    train = TrainSection.from_config(given)
     assert active_losses(5, train).stage == "intra" and active_losses(6, train).stage == "inter"
     assert active_losses(5, train).intra2 and not active_losses(6, train).intra2
     assert not active_losses(39, train).ical and active_losses(40, train).ical
     assert all(active_losses(e, train).gid for e in (1, 6, 40, 80))
     assert not active_losses(3, train).ical  # never in stage 2
-    ablated = {**train, "losses": {"intra2": False, "i2tce": False, "ical": False}}
+    ablated = TrainSection.from_config(
+        {**given, "losses": {"intra2": False, "i2tce": False, "ical": False}}
+    )
     for epoch in (1, 50):
         active = active_losses(epoch, ablated)
         assert not (active.intra2 or active.i2tce or active.ical)

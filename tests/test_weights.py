@@ -26,6 +26,7 @@ from ccafl.models.backbone import (
     uses_quick_gelu,
 )
 from ccafl.models.factory import final_model_payload, import_clip
+from ccafl.settings import Settings
 
 TINY = "ccafl-tiny-rn"
 TEXTS = ["a photo of a person.", "a man in a red coat walking", "x"]
@@ -153,7 +154,7 @@ def test_import_records_the_activation_and_reproduces_the_source(tmp_path: Path)
     path = tmp_path / "openai-archive.pt"
     write_torchscript_archive(path)
     config = {"clip": {"model": TINY, "pretrained": str(path), "quick_gelu": "auto"}}
-    summary = import_clip(config, tmp_path / "imported.pt")
+    summary = import_clip(Settings.from_config(config).clip, tmp_path / "imported.pt")
     assert summary["quick_gelu"] is True
     assert torch.load(tmp_path / "imported.pt", weights_only=False)["quick_gelu"] is True
     path.unlink()  # the copy stands alone
@@ -166,7 +167,10 @@ def test_import_records_the_activation_and_reproduces_the_source(tmp_path: Path)
 
 def test_import_refuses_what_it_cannot_import(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing to import"):
-        import_clip({"clip": {"model": TINY, "pretrained": None}}, tmp_path / "x.pt")
+        import_clip(
+            Settings.from_config({"clip": {"model": TINY, "pretrained": None}}).clip,
+            tmp_path / "x.pt",
+        )
 
 
 @pytest.fixture
@@ -196,7 +200,7 @@ def test_bare_rebuilds_keep_the_trained_activation(tiny_vit, tmp_path: Path) -> 
 
     name, archive = tiny_vit
     config = tiny_config(tmp_path, clip={"model": name, "pretrained": str(archive)})
-    state = TrainingState.create(config, None, n_gids=4)
+    state = TrainingState.create(Settings.from_config(config), None, n_gids=4)
     assert uses_quick_gelu(state.module) is True  # read from an OpenAI archive
     state.epoch = 2
     state.save(tmp_path / "checkpoint.pt")
@@ -205,13 +209,17 @@ def test_bare_rebuilds_keep_the_trained_activation(tiny_vit, tmp_path: Path) -> 
         expected = state.module.eval()(images)
     archive.unlink()  # the pretrained weights are gone from here on
 
-    resumed = TrainingState.resume(tmp_path / "checkpoint.pt", config, archive, n_gids=4)
+    resumed = TrainingState.resume(
+        tmp_path / "checkpoint.pt", Settings.from_config(config), archive, n_gids=4
+    )
     assert resumed.epoch == 2 and uses_quick_gelu(resumed.module) is True
     with torch.no_grad():
         got = resumed.module.eval()(images)
     assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
 
-    torch.save(final_model_payload(resumed.module, config), tmp_path / "model.pt")
+    torch.save(
+        final_model_payload(resumed.module, Settings.from_config(config)), tmp_path / "model.pt"
+    )
     final = load_reid_model(tmp_path / "model.pt")
     assert any(isinstance(m, QuickGELU) for m in final.modules())
     with torch.no_grad():

@@ -16,14 +16,14 @@ from torch import nn
 from ccafl.inference.checkpoints import load_checkpoint
 from ccafl.models.backbone import ReIDEncoder, register_model_configs
 from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu
+from ccafl.settings import Settings
 
 
 def model_from_checkpoint(payload: dict) -> ReIDEncoder:
     """The ReID model of a checkpoint or model-file payload: its config's architecture, built
     without pretrained weights, with the activation it recorded, and its weights loaded."""
-    model = build_reid_model(
-        payload["config"], weights=False, quick_gelu=checkpoint_quick_gelu(payload)
-    )
+    settings = Settings.from_config(payload["config"])  # the file's own config: an edge
+    model = build_reid_model(settings, weights=False, quick_gelu=checkpoint_quick_gelu(payload))
     model.load_state_dict(payload["model"])
     return model
 
@@ -46,18 +46,18 @@ def load_reid_model(path: str | Path, device: str | torch.device = "cpu") -> ReI
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    name = payload["config"]["clip"]["model"]
+    name = Settings.from_config(payload["config"]).clip.model
     if name not in register_model_configs() and payload.get("clip_model_config"):
         _register_config(name, payload["clip_model_config"])  # the model file is portable
     return model_from_checkpoint(payload).to(device).eval()
 
 
 def load_model_for_eval(
-    config: dict, model_path: str | Path | None, clip_path: str | Path | None
+    settings: Settings, model_path: str | Path | None, clip_path: str | Path | None
 ) -> nn.Module:
     """A final model.pt, a training checkpoint, or (no path) the raw CLIP image encoder."""
     if model_path is None:
-        return build_reid_model(config, clip_path)
+        return build_reid_model(settings, clip_path)
     payload = load_checkpoint(model_path)
     if "clip_model_config" in payload:
         return load_reid_model(model_path)

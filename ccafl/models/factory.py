@@ -18,11 +18,12 @@ from ccafl.models.backbone import (
     create_clip,
     uses_quick_gelu,
 )
+from ccafl.settings import ClipSection, Settings, TrainSection
 
 log = logging.getLogger(__name__)
 
 
-def resolve_pretrained(config: dict, clip_path: str | Path | None) -> str | None:
+def resolve_pretrained(clip: ClipSection, clip_path: str | Path | None) -> str | None:
     """The weights to start from: the pipeline's own copy when given, else ``clip.pretrained``.
 
     ``clip_path`` is the checkpoint a pipeline rule wrote: ``clip_pretrain`` for
@@ -30,7 +31,7 @@ def resolve_pretrained(config: dict, clip_path: str | Path | None) -> str | None
     that reads the user's weights). Without it a tag or file is read directly (running a stage
     by hand); ``captions`` has no direct source.
     """
-    source = config["clip"]["pretrained"]
+    source = clip.pretrained
     if clip_path is not None and source is not None:
         return str(clip_path)
     if source == "captions":
@@ -41,70 +42,68 @@ def resolve_pretrained(config: dict, clip_path: str | Path | None) -> str | None
     return source
 
 
-def input_size(config: dict) -> tuple[int, int]:
-    return config["input"]["height"], config["input"]["width"]
-
-
 def build_clip(
-    config: dict,
+    clip: ClipSection,
+    input_size: tuple[int, int],
     clip_path: str | Path | None = None,
     *,
     weights: bool = True,
     quick_gelu: bool | None = None,
 ):
-    """The CLIP model of ``config['clip']`` adapted to the ReID input size.
+    """The CLIP model of the ``clip`` section adapted to the ReID ``input_size`` (height, width).
 
     ``weights=False`` builds the architecture only, for loading a checkpoint on top; pass the
     ``quick_gelu`` that checkpoint recorded (`checkpoint_quick_gelu`) so the rebuilt
     activation is the trained one without reading the original weights again. Logs the
     weights it really loaded (open_clip's own messages would say "initialized randomly").
     """
-    clip = config["clip"]
     activation = clip.get("quick_gelu", "auto") if quick_gelu is None else quick_gelu
-    source = resolve_pretrained(config, clip_path) if weights else None
+    source = resolve_pretrained(clip, clip_path) if weights else None
     with quiet_open_clip():
         model = create_clip(
-            clip["model"],
+            clip.model,
             source,
-            input_size(config),
-            last_stride=1 if clip["last_stride_one"] else 2,
+            input_size,
+            last_stride=1 if clip.last_stride_one else 2,
             quick_gelu=activation,
         )
-    log.info("CLIP %s: %s", clip["model"], describe_weights(config, source, weights))
+    log.info("CLIP %s: %s", clip.model, describe_weights(clip, source, weights))
     return model
 
 
-def describe_weights(config: dict, source: str | None, weights: bool = True) -> str:
+def describe_weights(clip: ClipSection, source: str | None, weights: bool = True) -> str:
     """Where a model's weights came from, in words, for the logs."""
     if not weights:
         return "architecture only (its weights are loaded from a checkpoint next)"
     if source is None:
         return "random initialisation (clip.pretrained: null)"
-    if config["clip"]["pretrained"] == "captions":
+    if clip.pretrained == "captions":
         return f"caption-pretrained weights from {source}"
-    if open_clip.is_pretrained_cfg(config["clip"]["model"], source):
+    if open_clip.is_pretrained_cfg(clip.model, source):
         from ccafl.models.weights import cached_hub_weights
 
-        path = cached_hub_weights(config["clip"]["model"], source)
-        return f"open_clip weights {config['clip']['model']}/{source} from {path}"
+        path = cached_hub_weights(clip.model, source)
+        return f"open_clip weights {clip.model}/{source} from {path}"
     return f"weights from local file {source}"
 
 
-def retrieval_feature(config: dict) -> str:
+def retrieval_feature(train: TrainSection) -> str:
     """``train.feature``: which output of the image tower is the ReID feature f."""
-    return config["train"].get("feature", "pooled")  # model files written before the key
+    return train.get("feature", "pooled")  # model files written before the key
 
 
 def build_reid_model(
-    config: dict,
+    settings: Settings,
     clip_path: str | Path | None = None,
     *,
     weights: bool = True,
     quick_gelu: bool | None = None,
 ) -> ReIDEncoder:
     return ReIDEncoder(
-        build_clip(config, clip_path, weights=weights, quick_gelu=quick_gelu).visual,
-        retrieval_feature(config),
+        build_clip(
+            settings.clip, settings.input.size, clip_path, weights=weights, quick_gelu=quick_gelu
+        ).visual,
+        retrieval_feature(settings.train),
     )
 
 
@@ -114,7 +113,7 @@ def checkpoint_quick_gelu(payload: dict) -> bool | None:
     return flag if isinstance(flag, bool) else None
 
 
-def import_clip(config: dict, out: str | Path) -> dict[str, Any]:
+def import_clip(clip: ClipSection, out: str | Path) -> dict[str, Any]:
     """Read the weights named by ``clip.pretrained`` (a tag or a local file) once; write our copy.
 
     Why: the source is read here and nowhere else. Stages 1 and 2 start from the copy, later
@@ -127,29 +126,28 @@ def import_clip(config: dict, out: str | Path) -> dict[str, Any]:
 
     from ccafl.io import save_torch
 
-    clip = config["clip"]
-    source = clip["pretrained"]
+    source = clip.pretrained
     if source in (None, "captions"):
         raise ValueError(
             f"clip.pretrained is {source!r}: nothing to import (clip_import reads an open_clip "
             "tag or a local checkpoint file)"
         )
     start = time.perf_counter()
-    model = create_clip(clip["model"], source, quick_gelu=clip.get("quick_gelu", "auto"))
+    model = create_clip(clip.model, source, quick_gelu=clip.get("quick_gelu", "auto"))
     quick_gelu = uses_quick_gelu(model)
     state = model.state_dict()
     save_torch(
         {
             "model": state,
             "quick_gelu": quick_gelu,
-            "clip_model": clip["model"],
+            "clip_model": clip.model,
             "source": source,
             "versions": versions(),
         },
         out,
     )
     return {
-        "model": clip["model"],
+        "model": clip.model,
         "source": source,
         "quick_gelu": quick_gelu,
         "parameters": int(sum(t.numel() for t in state.values())),
@@ -168,12 +166,12 @@ def versions() -> dict[str, str]:
     }
 
 
-def final_model_payload(model: nn.Module, config: dict, **extra: Any) -> dict[str, Any]:
+def final_model_payload(model: nn.Module, settings: Settings, **extra: Any) -> dict[str, Any]:
     """Everything needed to rebuild the model without the pipeline's files."""
     return {
         "model": model.state_dict(),
-        "config": config,
-        "clip_model_config": open_clip.get_model_config(config["clip"]["model"]),
+        "config": settings.raw,
+        "clip_model_config": open_clip.get_model_config(settings.clip.model),
         "quick_gelu": uses_quick_gelu(model),
         "versions": versions(),
         **extra,

@@ -24,7 +24,8 @@ from ccafl.data.datasets import DatasetError
 from ccafl.data.transforms import CLIP_MEAN, CLIP_STD
 from ccafl.inference.features import pick_device
 from ccafl.io import save_torch, write_json
-from ccafl.models.factory import build_clip, input_size
+from ccafl.models.factory import build_clip
+from ccafl.settings import Settings
 from ccafl.training.common import LossLog, seed_everything
 from ccafl.training.schedule import pretrain_factor
 
@@ -68,11 +69,11 @@ def infonce_loss(image_feats: torch.Tensor, text_feats: torch.Tensor, logit_scal
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
-def pretrain_clip(config: dict, dataset_root: str | Path, out_dir: str | Path) -> dict:
-    cfg = config["clip_pretrain"]
-    if config["clip"]["pretrained"] != "captions":
+def pretrain_clip(settings: Settings, dataset_root: str | Path, out_dir: str | Path) -> dict:
+    cfg = settings.clip_pretrain
+    if settings.clip.pretrained != "captions":
         raise ValueError("clip_pretrain runs only when clip.pretrained is 'captions'")
-    seed_everything(cfg["seed"])
+    seed_everything(cfg.seed)
     root = Path(dataset_root)
     captions_path = root / "captions.parquet"
     if not captions_path.is_file():
@@ -84,24 +85,24 @@ def pretrain_clip(config: dict, dataset_root: str | Path, out_dir: str | Path) -
     if split.empty:
         raise DatasetError(f"{captions_path} has no rows with split == 'pretrain'")
     device = pick_device()
-    clip = build_clip({**config, "clip": {**config["clip"], "pretrained": None}}).to(device)
+    clip = build_clip(settings.clip.replace(pretrained=None), settings.input.size).to(device)
     context_length = int(clip.positional_embedding.shape[0])
     tokens = open_clip.tokenize(split["caption"].tolist(), context_length=context_length)
-    images = load_image_tensor(root, split["path"].tolist(), input_size(config))
+    images = load_image_tensor(root, split["path"].tolist(), settings.input.size)
 
-    batch_size = min(cfg["batch_size"], len(split))
+    batch_size = min(cfg.batch_size, len(split))
     steps_per_epoch = max(1, len(split) // batch_size)
-    total = cfg["epochs"] * steps_per_epoch
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    total = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, total // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: pretrain_factor(step, warmup, total)
     )
-    generator = torch.Generator().manual_seed(cfg["seed"])
+    generator = torch.Generator().manual_seed(cfg.seed)
     loss_log = LossLog()
     start = time.perf_counter()
     clip.train()
-    for epoch in (bar := tqdm(range(1, cfg["epochs"] + 1), desc="clip pretraining")):
+    for epoch in (bar := tqdm(range(1, cfg.epochs + 1), desc="clip pretraining")):
         order = torch.randperm(len(split), generator=generator)
         for step in range(steps_per_epoch):
             batch = order[step * batch_size : (step + 1) * batch_size]
@@ -120,13 +121,13 @@ def pretrain_clip(config: dict, dataset_root: str | Path, out_dir: str | Path) -
 
     out_dir = Path(out_dir)
     clip = clip.cpu().eval()
-    save_torch({"model": clip.state_dict(), "config": config}, out_dir / "pretrained.pt")
+    save_torch({"model": clip.state_dict(), "config": settings.raw}, out_dir / "pretrained.pt")
     loss_log.write(out_dir / "log.parquet")
     metrics = {
         "images": len(split),
-        "epochs": cfg["epochs"],
+        "epochs": cfg.epochs,
         "seconds": round(seconds, 1),
-        "final_loss": float(loss_log.epoch_means(cfg["epochs"])["loss_infonce"]),
+        "final_loss": float(loss_log.epoch_means(cfg.epochs)["loss_infonce"]),
         "logit_scale": float(clip.logit_scale.detach().exp()),
     }
     write_json(metrics, out_dir / "metrics.json")

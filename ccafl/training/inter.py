@@ -29,7 +29,7 @@ from ccafl.losses import (
     prototype_contrastive_loss,
 )
 from ccafl.memory import PrototypeMemory, class_mean_features
-from ccafl.models.factory import input_size
+from ccafl.settings import Settings
 from ccafl.training.common import LossLog
 from ccafl.training.loop import epoch_batches, epoch_loader, log_step, train_features
 from ccafl.training.schedule import active_losses
@@ -52,7 +52,7 @@ def inter_epoch(
     epoch: int,
     loss_log: LossLog,
 ) -> None:
-    train = state.config["train"]
+    train = state.settings.train
     active = active_losses(epoch, train)
     lr = state.start_epoch(epoch)
     device = state.device
@@ -71,30 +71,28 @@ def inter_epoch(
         f, p = f.float(), p.float()
         terms = {
             "loss_ipcl": prototype_contrastive_loss(
-                f, prototypes.prototype_memory(), targets, train["temperature"]
+                f, prototypes.prototype_memory(), targets, train.temperature
             )
         }
         if active.i2tce:
             terms["loss_i2tce"] = image_text_cross_entropy(
-                p, label_text, targets, data.logit_scale, train["label_smoothing"]
+                p, label_text, targets, data.logit_scale, train.label_smoothing
             )
         if active.ical:
-            q, negatives = ical_targets(batch_gids, gid_labels, data.n_gids, train["eps"])
+            q, negatives = ical_targets(batch_gids, gid_labels, data.n_gids, train.eps)
             logits = state.classifier(f, frozen_weights=True)
             terms["loss_ical"] = ical_loss(logits, q, negatives)
         loss = sum(terms.values())
         state.backbone_step(loss)
         terms["loss_gid"] = state.classifier_step(f, batch_gids)
         gather = distributed.all_gather_cat
-        prototypes.update(
-            gather(F.normalize(f.detach(), dim=1)), gather(targets), train["momentum"]
-        )
+        prototypes.update(gather(F.normalize(f.detach(), dim=1)), gather(targets), train.momentum)
         log_step(loss_log, epoch, step, lr, loss, terms)
     assert n_labels == prototypes.n_labels
 
 
 def run_inter_epochs(
-    config: dict,
+    settings: Settings,
     data: TrainingData,
     previous_checkpoint: str | Path,
     clip_path: str | Path | None,
@@ -118,14 +116,14 @@ def run_inter_epochs(
     if list(epochs) != list(range(epochs[0], epochs[0] + len(epochs))):
         raise ValueError(f"epochs must be consecutive, got {epochs}")
     start = time.perf_counter()
-    state = TrainingState.resume(previous_checkpoint, config, clip_path, data.n_gids)
+    state = TrainingState.resume(previous_checkpoint, settings, clip_path, data.n_gids)
     if state.epoch != epochs[0] - 1:
         raise ValueError(
             f"{previous_checkpoint} holds epoch {state.epoch}, "
             f"but epoch {epochs[0]} needs {epochs[0] - 1}"
         )
-    if config["train"]["image_cache"]:
-        data.cache_images(input_size(config))
+    if settings.train.image_cache:
+        data.cache_images(settings.input.size)
     startup = time.perf_counter() - start
     results = []
     for epoch, out_dir in zip(epochs, out_dirs, strict=True):
@@ -134,7 +132,7 @@ def run_inter_epochs(
         features = train_features(state, data, f"epoch {epoch} features")
         if given_labels is None:
             association = associate_identities(
-                features, data.gids, data.cameras, data.n_gids, config["train"]["threshold"]
+                features, data.gids, data.cameras, data.n_gids, settings.train.threshold
             )
         else:
             association = given_association(given_labels, data.gids, data.n_gids)

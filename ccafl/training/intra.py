@@ -25,7 +25,7 @@ from ccafl.losses import (
     image_text_cross_entropy,
 )
 from ccafl.memory import IntraCameraMemories, class_mean_features
-from ccafl.models.factory import input_size
+from ccafl.settings import Settings, TrainSection
 from ccafl.training.common import LossLog, seed_everything
 from ccafl.training.loop import (
     epoch_batches,
@@ -48,7 +48,7 @@ def per_camera_losses(
     batch_gids: torch.Tensor,
     memories: IntraCameraMemories,
     data: TrainingData,
-    train: dict,
+    train: TrainSection,
     active,
 ) -> dict[str, torch.Tensor]:
     """Stage-2 loss terms of a batch, each image against its own camera only (Eq. 7-9).
@@ -69,14 +69,14 @@ def per_camera_losses(
         add(
             "loss_intra1",
             centroid_contrastive_loss(
-                f_c, memories.centroid_memory(camera), y_c, train["temperature"], "sum"
+                f_c, memories.centroid_memory(camera), y_c, train.temperature, "sum"
             ),
         )
         if active.intra2:
             bank, bank_labels = memories.instance_memory(camera)
             add(
                 "loss_intra2",
-                hard_instance_loss(f_c, bank, bank_labels, y_c, train["temperature"], "sum"),
+                hard_instance_loss(f_c, bank, bank_labels, y_c, train.temperature, "sum"),
             )
         if active.i2tce:
             # Candidates are the gids of the image's own camera (Eq. 9): a contiguous range.
@@ -88,7 +88,7 @@ def per_camera_losses(
                     text[candidates],
                     batch_gids[rows] - int(candidates[0]),
                     data.logit_scale,
-                    train["label_smoothing"],
+                    train.label_smoothing,
                     "sum",
                 ),
             )
@@ -102,14 +102,14 @@ def intra_epoch(
     epoch: int,
     loss_log: LossLog,
 ) -> None:
-    train = state.config["train"]
+    train = state.settings.train
     active = active_losses(epoch, train)
     lr = state.start_epoch(epoch)
     device = state.device
     cameras = torch.as_tensor(data.cameras)
     intra_ids = torch.as_tensor(data.train["intra_id"].to_numpy())
     gids = torch.as_tensor(data.gids)
-    groups = data.cameras if train["intra_batches"] == "camera" else None
+    groups = data.cameras if train.intra_batches == "camera" else None
     loader = epoch_loader(state, data, data.gids, epoch, groups=groups)
     for step, (images, index) in epoch_batches(loader, epoch, "intra"):
         batch_cameras = cameras[index].to(device)
@@ -123,7 +123,7 @@ def intra_epoch(
         )
         loss = terms["loss_intra1"]
         if active.intra2:
-            loss = icdl_loss(terms["loss_intra1"], terms["loss_intra2"], train["lam"])
+            loss = icdl_loss(terms["loss_intra1"], terms["loss_intra2"], train.lam)
         if active.i2tce:
             loss = loss + terms["loss_i2tce"]
         state.backbone_step(loss)
@@ -135,7 +135,7 @@ def intra_epoch(
             gather(batch_cameras),
             gather(targets),
             gather(index.to(device)),
-            train["momentum"],
+            train.momentum,
         )
         log_step(loss_log, epoch, step, lr, loss, terms)
 
@@ -159,13 +159,13 @@ def initial_features(state: TrainingState, data: TrainingData) -> torch.Tensor:
 
 
 def run_intra(
-    config: dict, data: TrainingData, clip_path: str | Path | None, out_dir: str | Path
+    settings: Settings, data: TrainingData, clip_path: str | Path | None, out_dir: str | Path
 ) -> dict:
-    seed_everything(config["train"]["seed"])
-    state = TrainingState.create(config, clip_path, data.n_gids)
+    seed_everything(settings.train.seed)
+    state = TrainingState.create(settings, clip_path, data.n_gids)
     start = time.perf_counter()
-    if config["train"]["image_cache"]:
-        data.cache_images(input_size(config))
+    if settings.train.image_cache:
+        data.cache_images(settings.input.size)
     features = initial_features(state, data)
     cameras = torch.as_tensor(data.cameras)
     intra_ids = torch.as_tensor(data.train["intra_id"].to_numpy())
@@ -176,7 +176,7 @@ def run_intra(
     )
     loss_log = LossLog()
     epoch_seconds = []
-    for epoch in range(1, config["train"]["intra_epochs"] + 1):
+    for epoch in range(1, settings.train.intra_epochs + 1):
         tick = time.perf_counter()
         intra_epoch(state, data, memories, epoch, loss_log)
         state.epoch = epoch
@@ -186,10 +186,10 @@ def run_intra(
     state.save(out_dir / "checkpoint.pt", memories=memories.state_dict())
     loss_log.write(out_dir / "log.parquet")
     metrics = {
-        "epochs": config["train"]["intra_epochs"],
+        "epochs": settings.train.intra_epochs,
         "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
         "seconds": time.perf_counter() - start,
-        "iterations_per_epoch": iterations_per_epoch(config, len(data.train)),
+        "iterations_per_epoch": iterations_per_epoch(settings.train, len(data.train)),
     }
     if distributed.is_main():
         write_json(metrics, out_dir / "metrics.json")

@@ -20,14 +20,13 @@ from ccafl.data.images import ImageTable
 from ccafl.data.samplers import PKBatchSampler
 from ccafl.data.transforms import normalize_uint8, tensor_train_transform, train_transform
 from ccafl.inference.features import extract_features, features_of_batches
-from ccafl.models.factory import input_size
+from ccafl.settings import TrainSection
 from ccafl.training.common import LossLog
 from ccafl.training.state import TrainingData, TrainingState
 
 
-def iterations_per_epoch(config: dict, n_images: int) -> int:
-    train = config["train"]
-    return train["iters_per_epoch"] or max(1, n_images // (train["P"] * train["K"]))
+def iterations_per_epoch(train: TrainSection, n_images: int) -> int:
+    return train.iters_per_epoch or max(1, n_images // (train.P * train.K))
 
 
 def epoch_sampler(
@@ -38,14 +37,14 @@ def epoch_sampler(
     groups: np.ndarray | None = None,
 ) -> PKBatchSampler:
     """P labels x K images per batch; with ``groups`` all labels of a batch share a group."""
-    train = state.config["train"]
+    train = state.settings.train
     return PKBatchSampler(
         labels,
-        train["P"],
-        train["K"],
-        iterations_per_epoch(state.config, len(data.train)),
+        train.P,
+        train.K,
+        iterations_per_epoch(train, len(data.train)),
         groups=groups,
-        seed=train["seed"],
+        seed=train.seed,
         epoch=epoch,
     )
 
@@ -59,13 +58,13 @@ def epoch_loader(
 ):
     """Iterable of ``(augmented images, dataset indices)``, this rank's slice of each batch."""
     sampler = distributed.RankSliceSampler(epoch_sampler(state, data, labels, epoch, groups))
-    size = input_size(state.config)
+    size = state.settings.input.size
     if data.images is not None:
         return CachedBatches(data.images, sampler, tensor_train_transform(*size))
     return DataLoader(
         ImageTable(data.root, data.train["path"].tolist(), train_transform(*size)),
         batch_sampler=sampler,
-        num_workers=state.config["train"]["num_workers"],
+        num_workers=state.settings.train.num_workers,
         pin_memory=state.device.type == "cuda",
     )
 
@@ -102,16 +101,16 @@ def train_features(state: TrainingState, data: TrainingData, desc: str, which: s
     two outputs before the BN-necks, as a pair).
     """
     # A training-section size, so evaluation settings never trigger retraining.
-    batch_size = 2 * state.config["train"]["P"] * state.config["train"]["K"]
+    batch_size = 2 * state.settings.train.P * state.settings.train.K
     if data.images is not None:
         return cached_features(state.model, data.images, batch_size, state.device, which, desc)
     return extract_features(
         state.model,
         data.root,
         data.train["path"].tolist(),
-        input_size(state.config),
+        state.settings.input.size,
         batch_size=batch_size,
-        num_workers=state.config["train"]["num_workers"],
+        num_workers=state.settings.train.num_workers,
         device=state.device,
         which=which,
         desc=desc,

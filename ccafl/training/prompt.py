@@ -21,8 +21,9 @@ from ccafl.inference.features import extract_features, pick_device
 from ccafl.io import save_torch, write_json, write_parquet
 from ccafl.losses import prompt_loss
 from ccafl.models.backbone import PromptTextEncoder, ReIDEncoder
-from ccafl.models.factory import build_clip, input_size
+from ccafl.models.factory import build_clip
 from ccafl.models.prompt_learner import PromptLearner
+from ccafl.settings import Settings
 from ccafl.training.common import LossLog, seed_everything
 from ccafl.training.schedule import prompt_scheduler
 
@@ -38,7 +39,7 @@ def own_text_top1(image_feats: torch.Tensor, text_feats: torch.Tensor, gids: np.
 
 
 def train_prompts(
-    config: dict,
+    settings: Settings,
     dataset_root: str | Path,
     train: pd.DataFrame,
     clip_path: str | Path | None,
@@ -47,19 +48,19 @@ def train_prompts(
     progress: bool = True,
 ) -> dict:
     """Returns the learner, text features (N_G, D), loss log and diagnostics."""
-    cfg = config["prompt"]
-    seed_everything(cfg["seed"])
+    cfg = settings.prompt
+    seed_everything(cfg.seed)
     device = pick_device()
-    clip = build_clip(config, clip_path).to(device).eval()
+    clip = build_clip(settings.clip, settings.input.size, clip_path).to(device).eval()
     clip.requires_grad_(False)
     image_encoder = ReIDEncoder(clip.visual).to(device).eval()
     text_encoder = PromptTextEncoder(clip).to(device)
     n_gids = int(train["gid"].max()) + 1
-    learner = PromptLearner(clip, n_gids, cfg["n_tokens"]).to(device)
+    learner = PromptLearner(clip, n_gids, cfg.n_tokens).to(device)
     logit_scale = float(clip.logit_scale.exp())
     gids = torch.as_tensor(train["gid"].to_numpy().copy(), device=device)
     paths = train["path"].tolist()
-    size = input_size(config)
+    size = settings.input.size
     # Stage 1 reads no train.* key, so ablation variants of stages 2-3 share its outputs.
     num_workers = 0
 
@@ -69,7 +70,7 @@ def train_prompts(
             dataset_root,
             paths if indices is None else indices,
             size,
-            batch_size=cfg["batch_size"],
+            batch_size=cfg.batch_size,
             num_workers=num_workers,
             device=device,
             which="p",
@@ -81,17 +82,17 @@ def train_prompts(
     cached = features_of() if use_cache else None
     timings["image_features_s"] = time.perf_counter() - start
 
-    optimizer = torch.optim.Adam(learner.parameters(), lr=cfg["lr"])
-    steps_per_epoch = max(1, len(paths) // cfg["batch_size"])
-    scheduler = prompt_scheduler(optimizer, cfg["epochs"] * steps_per_epoch)
-    generator = torch.Generator().manual_seed(cfg["seed"])
+    optimizer = torch.optim.Adam(learner.parameters(), lr=cfg.lr)
+    steps_per_epoch = max(1, len(paths) // cfg.batch_size)
+    scheduler = prompt_scheduler(optimizer, cfg.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(cfg.seed)
     loss_log = LossLog()
     start = time.perf_counter()
-    bar = tqdm(range(1, cfg["epochs"] + 1), desc="stage 1 (prompt)", disable=not progress)
+    bar = tqdm(range(1, cfg.epochs + 1), desc="stage 1 (prompt)", disable=not progress)
     for epoch in bar:
         order = torch.randperm(len(paths), generator=generator)
         for step in range(steps_per_epoch):
-            batch = order[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]]
+            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             if cached is not None:
                 image_feats = cached[batch.to(device)]
             else:
@@ -121,7 +122,7 @@ def train_prompts(
 
 
 def run_prompt(
-    config: dict,
+    settings: Settings,
     dataset_root: str | Path,
     ics_dir: str | Path,
     clip_path: str | Path | None,
@@ -131,7 +132,7 @@ def run_prompt(
 ) -> dict:
     out_dir = Path(out_dir)
     train = pd.read_parquet(Path(ics_dir) / "train.parquet")
-    result = train_prompts(config, dataset_root, train, clip_path, use_cache=use_cache)
+    result = train_prompts(settings, dataset_root, train, clip_path, use_cache=use_cache)
     learner: PromptLearner = result["learner"]
     per_gid = train.drop_duplicates("gid").sort_values("gid")[["gid", "camera", "intra_id"]]
     features = result["text_features"].numpy().astype(np.float32)
@@ -146,7 +147,7 @@ def run_prompt(
             "template": learner.template,
             "n_gids": learner.n_classes,
             "logit_scale": result["logit_scale"],
-            "config": config,
+            "config": settings.raw,
         },
         out_dir / "prompt_tokens.pt",
     )

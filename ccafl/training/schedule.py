@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ccafl.settings import TrainSection
+
 
 @dataclass(frozen=True)
 class ActiveLosses:
@@ -24,22 +26,22 @@ class ActiveLosses:
         return "intra" if self.intra1 else "inter"
 
 
-def active_losses(epoch: int, train: dict) -> ActiveLosses:
+def active_losses(epoch: int, train: TrainSection) -> ActiveLosses:
     """Eq. 20: epochs <= E_intra: L_intra + L_GID; later L_inter + L_GID; from E_adv + L_ICAL.
 
-    ``epoch`` is 1-based; ``train`` is the config's ``train`` section.
+    ``epoch`` is 1-based; ``train`` is the typed ``train`` section (`ccafl.settings`).
     """
     if epoch < 1:
         raise ValueError(f"epochs are 1-based, got {epoch}")
-    switches = train["losses"]
-    intra = epoch <= train["intra_epochs"]
+    switches = train.losses
+    intra = epoch <= train.intra_epochs
     return ActiveLosses(
         intra1=intra,
-        intra2=intra and switches["intra2"],
-        i2tce=switches["i2tce"],
+        intra2=intra and switches.intra2,
+        i2tce=switches.i2tce,
         ipcl=not intra,
         gid=True,
-        ical=(not intra) and switches["ical"] and epoch >= train["adv_start"],
+        ical=(not intra) and switches.ical and epoch >= train.adv_start,
     )
 
 

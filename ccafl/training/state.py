@@ -25,6 +25,7 @@ from ccafl.inference.features import pick_device
 from ccafl.models.backbone import uses_quick_gelu
 from ccafl.models.classifier import CosineClassifier
 from ccafl.models.factory import build_reid_model, checkpoint_quick_gelu
+from ccafl.settings import Settings
 from ccafl.training.common import autocast, save_checkpoint, set_rng_state
 from ccafl.training.schedule import lr_factor, set_lr
 
@@ -83,7 +84,7 @@ class TrainingData:
 
 @dataclass
 class TrainingState:
-    config: dict
+    settings: Settings
     model: nn.Module
     classifier: CosineClassifier
     optimizer: torch.optim.Optimizer
@@ -95,7 +96,7 @@ class TrainingState:
     @classmethod
     def create(
         cls,
-        config: dict,
+        settings: Settings,
         clip_path: str | Path | None,
         n_gids: int,
         *,
@@ -104,8 +105,8 @@ class TrainingState:
     ) -> TrainingState:
         """A fresh state; ``weights=False`` builds the bare architecture (see `resume`)."""
         device = pick_device()
-        train = config["train"]
-        model = build_reid_model(config, clip_path, weights=weights, quick_gelu=quick_gelu)
+        train = settings.train
+        model = build_reid_model(settings, clip_path, weights=weights, quick_gelu=quick_gelu)
         model = model.to(device)
         if distributed.world_size() > 1:
             # Unused parameters: the projection head when L_i2tce is switched off.
@@ -115,15 +116,15 @@ class TrainingState:
                 find_unused_parameters=True,
             )
         feat_dim = getattr(model, "module", model).feat_dim
-        classifier = CosineClassifier(n_gids, feat_dim, train["classifier_temperature"])
+        classifier = CosineClassifier(n_gids, feat_dim, train.classifier_temperature)
         classifier.to(device)
         optimizer = torch.optim.Adam(
             [p for p in model.parameters() if p.requires_grad],
-            lr=train["lr"],
-            weight_decay=train["weight_decay"],
+            lr=train.lr,
+            weight_decay=train.weight_decay,
         )
-        classifier_optimizer = torch.optim.Adam(classifier.parameters(), lr=train["classifier_lr"])
-        return cls(config, model, classifier, optimizer, classifier_optimizer, device)
+        classifier_optimizer = torch.optim.Adam(classifier.parameters(), lr=train.classifier_lr)
+        return cls(settings, model, classifier, optimizer, classifier_optimizer, device)
 
     @property
     def module(self) -> nn.Module:
@@ -131,16 +132,16 @@ class TrainingState:
         return getattr(self.model, "module", self.model)
 
     def start_epoch(self, epoch: int) -> float:
-        train = self.config["train"]
-        factor = lr_factor(epoch, train["warmup_epochs"], train["epochs"])
-        set_lr(self.optimizer, train["lr"] * factor)
-        set_lr(self.classifier_optimizer, train["classifier_lr"] * factor)
+        train = self.settings.train
+        factor = lr_factor(epoch, train.warmup_epochs, train.epochs)
+        set_lr(self.optimizer, train.lr * factor)
+        set_lr(self.classifier_optimizer, train.classifier_lr * factor)
         self.model.train()
         self.classifier.train()
-        return train["lr"] * factor
+        return train.lr * factor
 
     def autocast(self):
-        return autocast(self.device, self.config["train"]["amp"])
+        return autocast(self.device, self.settings.train.amp)
 
     def backbone_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -171,14 +172,14 @@ class TrainingState:
             classifier=self.classifier.state_dict(),
             optimizer=self.optimizer.state_dict(),
             classifier_optimizer=self.classifier_optimizer.state_dict(),
-            config=self.config,
+            config=self.settings.raw,
             quick_gelu=uses_quick_gelu(self.module),
             **extra,
         )
 
     @classmethod
     def resume(
-        cls, path: str | Path, config: dict, clip_path: str | Path | None, n_gids: int
+        cls, path: str | Path, settings: Settings, clip_path: str | Path | None, n_gids: int
     ) -> TrainingState:
         """Rebuild from a checkpoint, RNG states included.
 
@@ -187,9 +188,9 @@ class TrainingState:
         original weight file may be gone, or on a hub this node cannot reach). The activation
         is the one the checkpoint recorded.
         """
-        checkpoint = load_checkpoint(path, config=config)
+        checkpoint = load_checkpoint(path, config=settings.raw)
         state = cls.create(
-            config,
+            settings,
             None,
             n_gids,
             weights=False,

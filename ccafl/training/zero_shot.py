@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ccafl.models.factory import build_clip, input_size
+from ccafl.models.factory import build_clip
+from ccafl.settings import Settings
 from ccafl.training.clip_pretrain import load_image_tensor
 
 # attribute -> phrase template; the values come from the benchmark's caption columns.
@@ -32,13 +33,13 @@ MIN_IMAGES = 10
 
 @torch.no_grad()
 def zero_shot_attribute_retrieval(
-    config: dict, dataset_root: str | Path, clip_checkpoint: str | Path, top_k: int = 10
+    settings: Settings, dataset_root: str | Path, clip_checkpoint: str | Path, top_k: int = 10
 ) -> dict:
     root = Path(dataset_root)
     captions = pd.read_parquet(root / "captions.parquet")
     test = captions[captions["split"].isin(["query", "gallery"])].reset_index(drop=True)
-    clip = build_clip(config, clip_checkpoint).eval()
-    images = load_image_tensor(root, test["path"].tolist(), input_size(config))
+    clip = build_clip(settings.clip, settings.input.size, clip_checkpoint).eval()
+    images = load_image_tensor(root, test["path"].tolist(), settings.input.size)
     image_feats = F.normalize(
         torch.cat([clip.encode_image(chunk) for chunk in images.split(256)]), dim=1
     )
