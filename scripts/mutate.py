@@ -136,7 +136,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "stage2-mixed-camera-batches",
         "ccafl/training/intra.py",
-        'groups = data.cameras if train["intra_batches"] == "camera" else None',
+        'groups = data.cameras if train.intra_batches == "camera" else None',
         "groups = None",
         (STAGE2, TRAINING),
         "stage 2 draws batches over all cameras instead of one camera per batch",

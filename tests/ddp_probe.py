@@ -79,15 +79,14 @@ def _record_augmentation_draws() -> None:
 
 
 def _record_steps() -> None:
-    for module in (intra, inter):
-        real = module.log_step
+    real = loop.log_step  # the epoch engine's, for stages 2 and 3
 
-        def log_step(loss_log, epoch, step, lr, loss, terms, real=real):
-            mine = {k: float(v.detach()) for k, v in terms.items()}
-            _steps.append({"epoch": epoch, "step": step, "loss": float(loss.detach()), **mine})
-            real(loss_log, epoch, step, lr, loss, terms)
+    def log_step(loss_log, epoch, step, lr, loss, terms):
+        mine = {k: float(v.detach()) for k, v in terms.items()}
+        _steps.append({"epoch": epoch, "step": step, "loss": float(loss.detach()), **mine})
+        real(loss_log, epoch, step, lr, loss, terms)
 
-        module.log_step = log_step
+    loop.log_step = log_step
 
 
 def _dump_at_save(dump_dir: Path) -> None:

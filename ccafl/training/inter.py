@@ -31,7 +31,7 @@ from ccafl.losses import (
 from ccafl.memory import PrototypeMemory, class_mean_features
 from ccafl.settings import Settings
 from ccafl.training.common import LossLog
-from ccafl.training.loop import epoch_batches, epoch_loader, log_step, train_features
+from ccafl.training.loop import BatchLosses, epoch_loader, train_epoch, train_features
 from ccafl.training.schedule import active_losses
 from ccafl.training.state import TrainingData, TrainingState
 
@@ -52,9 +52,10 @@ def inter_epoch(
     epoch: int,
     loss_log: LossLog,
 ) -> None:
+    """One stage-3 epoch on the epoch's pseudo-labels: L_inter (Eq. 16), plus L_ICAL from
+    E_adv (Eq. 18), prototypes updated per pseudo-label (Eq. 13)."""
     train = state.settings.train
     active = active_losses(epoch, train)
-    lr = state.start_epoch(epoch)
     device = state.device
     image_labels = torch.as_tensor(association.image_labels)
     gid_labels = torch.as_tensor(association.gid_labels).to(device)
@@ -62,13 +63,10 @@ def inter_epoch(
     prototypes = PrototypeMemory.from_features(features, image_labels).to(device)
     label_text = label_text_features(data.text_features, association.gid_labels).to(device)
     gids = torch.as_tensor(data.gids)
-    loader = epoch_loader(state, data, association.image_labels, epoch)
-    for step, (images, index) in epoch_batches(loader, epoch, "inter"):
+
+    def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
         targets = image_labels[index].to(device)
         batch_gids = gids[index].to(device)
-        with state.autocast():
-            f, p = state.model(images.to(device, non_blocking=True))
-        f, p = f.float(), p.float()
         terms = {
             "loss_ipcl": prototype_contrastive_loss(
                 f, prototypes.prototype_memory(), targets, train.temperature
@@ -82,12 +80,19 @@ def inter_epoch(
             q, negatives = ical_targets(batch_gids, gid_labels, data.n_gids, train.eps)
             logits = state.classifier(f, frozen_weights=True)
             terms["loss_ical"] = ical_loss(logits, q, negatives)
-        loss = sum(terms.values())
-        state.backbone_step(loss)
-        terms["loss_gid"] = state.classifier_step(f, batch_gids)
-        gather = distributed.all_gather_cat
-        prototypes.update(gather(F.normalize(f.detach(), dim=1)), gather(targets), train.momentum)
-        log_step(loss_log, epoch, step, lr, loss, terms)
+
+        def update_memory(f: torch.Tensor) -> None:
+            gather = distributed.all_gather_cat
+            prototypes.update(
+                gather(F.normalize(f.detach(), dim=1)), gather(targets), train.momentum
+            )
+
+        return BatchLosses(sum(terms.values()), terms, batch_gids, update_memory)
+
+    def make_loader():
+        return epoch_loader(state, data, association.image_labels, epoch)
+
+    train_epoch(state, epoch, "inter", make_loader, batch_losses, loss_log)
     assert n_labels == prototypes.n_labels
 
 

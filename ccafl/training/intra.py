@@ -28,10 +28,10 @@ from ccafl.memory import IntraCameraMemories, class_mean_features
 from ccafl.settings import Settings, TrainSection
 from ccafl.training.common import LossLog, seed_everything
 from ccafl.training.loop import (
-    epoch_batches,
+    BatchLosses,
     epoch_loader,
     iterations_per_epoch,
-    log_step,
+    train_epoch,
     train_features,
 )
 from ccafl.training.schedule import active_losses
@@ -102,22 +102,19 @@ def intra_epoch(
     epoch: int,
     loss_log: LossLog,
 ) -> None:
+    """One stage-2 epoch: L_intra (Eq. 11) per batch, memories updated per camera (Eq. 5-6)."""
     train = state.settings.train
     active = active_losses(epoch, train)
-    lr = state.start_epoch(epoch)
     device = state.device
     cameras = torch.as_tensor(data.cameras)
     intra_ids = torch.as_tensor(data.train["intra_id"].to_numpy())
     gids = torch.as_tensor(data.gids)
     groups = data.cameras if train.intra_batches == "camera" else None
-    loader = epoch_loader(state, data, data.gids, epoch, groups=groups)
-    for step, (images, index) in epoch_batches(loader, epoch, "intra"):
+
+    def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
         batch_cameras = cameras[index].to(device)
         targets = intra_ids[index].to(device)
         batch_gids = gids[index].to(device)
-        with state.autocast():
-            f, p = state.model(images.to(device, non_blocking=True))
-        f, p = f.float(), p.float()
         terms = per_camera_losses(
             f, p, batch_cameras, targets, batch_gids, memories, data, train, active
         )
@@ -126,18 +123,24 @@ def intra_epoch(
             loss = icdl_loss(terms["loss_intra1"], terms["loss_intra2"], train.lam)
         if active.i2tce:
             loss = loss + terms["loss_i2tce"]
-        state.backbone_step(loss)
-        terms["loss_gid"] = state.classifier_step(f, batch_gids)
-        # Under torchrun every rank applies the whole global batch, so memories stay identical.
-        gather = distributed.all_gather_cat
-        memories.update(
-            gather(F.normalize(f.detach(), dim=1)),
-            gather(batch_cameras),
-            gather(targets),
-            gather(index.to(device)),
-            train.momentum,
-        )
-        log_step(loss_log, epoch, step, lr, loss, terms)
+
+        def update_memory(f: torch.Tensor) -> None:
+            # Under torchrun every rank applies the whole global batch: memories stay identical.
+            gather = distributed.all_gather_cat
+            memories.update(
+                gather(F.normalize(f.detach(), dim=1)),
+                gather(batch_cameras),
+                gather(targets),
+                gather(index.to(device)),
+                train.momentum,
+            )
+
+        return BatchLosses(loss, terms, batch_gids, update_memory)
+
+    def make_loader():
+        return epoch_loader(state, data, data.gids, epoch, groups=groups)
+
+    train_epoch(state, epoch, "intra", make_loader, batch_losses, loss_log)
 
 
 def initial_features(state: TrainingState, data: TrainingData) -> torch.Tensor:

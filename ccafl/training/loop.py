@@ -1,14 +1,17 @@
-"""The epoch machinery stages 2 and 3 share: batches, feature passes, step logging.
+"""The epoch engine stages 2 and 3 share: loader, batches, autocast, step, logging, features.
 
-A stage contributes its loss terms; this module feeds it PK batches of augmented images and
-computes the un-augmented features that fill memories and drive the association. Images come
+A stage contributes only its loss terms and its memory update (`BatchLosses`); `train_epoch`
+runs the same loop for both, feeding them PK batches of augmented images, and
+`train_features` computes the un-augmented features that fill memories and drive the
+association. Images come
 either from the in-memory cache (``train.image_cache``, `ccafl.data.images.decode_images`) or
 from DataLoader workers decoding files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -140,3 +143,43 @@ def log_step(
     loss_log.add(
         epoch, step, lr, loss=distributed.mean_across_ranks(float(loss.detach())), **values
     )
+
+
+@dataclass
+class BatchLosses:
+    """What a stage makes of one batch: the loss the backbone step minimises, the terms to
+    log, the batch's gids (for L_GID) and its memory update, applied after both steps."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    gids: torch.Tensor
+    update_memory: Callable[[torch.Tensor], None]
+
+
+def train_epoch(
+    state: TrainingState,
+    epoch: int,
+    stage: str,
+    make_loader: Callable[[], object],
+    batch_losses: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], BatchLosses],
+    loss_log: LossLog,
+) -> None:
+    """One epoch of stage 2 or 3: per batch, the forward pass (under autocast on CUDA), the
+    stage's losses, one backbone step, one classifier step (L_GID, Eq. 17, on detached
+    features), the stage's memory update and one log row.
+
+    ``make_loader`` is called after the epoch's learning rate is set; ``batch_losses(f, p,
+    index)`` gets the batch's ReID feature f, its CLIP projection p (both float32) and the
+    dataset indices of its images.
+    """
+    lr = state.start_epoch(epoch)
+    loader = make_loader()
+    for step, (images, index) in epoch_batches(loader, epoch, stage):
+        with state.autocast():
+            f, p = state.model(images.to(state.device, non_blocking=True))
+        f, p = f.float(), p.float()
+        batch = batch_losses(f, p, index)
+        state.backbone_step(batch.loss)
+        batch.terms["loss_gid"] = state.classifier_step(f, batch.gids)
+        batch.update_memory(f)
+        log_step(loss_log, epoch, step, lr, batch.loss, batch.terms)
