@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     from ccafl.data.images import decode_images
     from ccafl.inference.checkpoints import load_checkpoint
     from ccafl.models.factory import build_reid_model
+    from ccafl.seeding import seed_everything
     from ccafl.settings import Settings
-    from ccafl.training.common import seed_everything
     from ccafl.training.loop import epoch_loader
     from ccafl.training.state import TrainingData, TrainingState
 

@@ -167,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     from ccafl.config import load_config
     from ccafl.data.samplers import PKBatchSampler
     from ccafl.memory import IntraCameraMemories
+    from ccafl.seeding import seed_everything
     from ccafl.settings import Settings
     from ccafl.training import inter as inter_module
     from ccafl.training import intra as intra_module
-    from ccafl.training.common import LossLog, seed_everything
+    from ccafl.training.common import LossLog
     from ccafl.training.state import TrainingData, TrainingState
 
     if args.threads:

@@ -21,8 +21,8 @@ from ccafl.inference.features import extract_features
 from ccafl.models.backbone import RETRIEVAL_FEATURES
 from ccafl.models.factory import build_reid_model
 from ccafl.retrieval import evaluate_model
+from ccafl.seeding import seed_everything
 from ccafl.settings import Settings
-from ccafl.training.common import seed_everything
 
 
 def reference_metrics(

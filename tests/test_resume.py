@@ -20,8 +20,9 @@ import torch
 from conftest import tiny_config
 
 from ccafl.inference.checkpoints import load_checkpoint
+from ccafl.seeding import seed_everything
 from ccafl.settings import Settings
-from ccafl.training.common import rng_state, seed_everything
+from ccafl.training.common import rng_state
 from ccafl.training.state import TrainingState
 
 CHAIN = (3, 4, 5)  # stage-3 epochs after the 2 stage-2 epochs; ICAL from epoch 4

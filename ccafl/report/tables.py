@@ -120,16 +120,27 @@ def write_metrics(
     write_text(text, out_dir / "metrics.md")
 
 
+def attribute_table(zero_shot: dict) -> pd.DataFrame:
+    """One row per attribute of clip/zero_shot.json (`ccafl.training.zero_shot`)."""
+    return pd.DataFrame(
+        [
+            {
+                "attribute": name,
+                "precision@10": r["mean_precision_at_10"],
+                "chance": r["mean_chance"],
+                "zero-shot accuracy": r["classification_accuracy"],
+                "majority": r["classification_chance"],
+            }
+            for name, r in zero_shot["attributes"].items()
+        ]
+    )
+
+
 def zero_shot_table(zero_shot_file: Path | None) -> pd.DataFrame:
     """Per-attribute zero-shot retrieval of the caption-pretrained CLIP (clip/zero_shot.json)."""
     if zero_shot_file is None:
         raise NotAvailable("clip.pretrained is not 'captions', so no CLIP was pretrained here")
-    zero_shot = read_json(Path(zero_shot_file))
-    # Imported here: the module pulls in torch and open_clip, which the rest of the report
-    # does not need.
-    from ccafl.training.zero_shot import attribute_table
-
-    return attribute_table(zero_shot)
+    return attribute_table(read_json(Path(zero_shot_file)))
 
 
 def benchmark_table(benchmarks: dict[str, Path]) -> pd.DataFrame:

@@ -25,8 +25,9 @@ from ccafl.data.transforms import CLIP_MEAN, CLIP_STD
 from ccafl.inference.features import pick_device
 from ccafl.io import save_torch, write_json
 from ccafl.models.factory import build_clip
+from ccafl.seeding import seed_everything
 from ccafl.settings import Settings
-from ccafl.training.common import LossLog, seed_everything
+from ccafl.training.common import LossLog
 from ccafl.training.schedule import pretrain_factor
 
 log = logging.getLogger(__name__)

@@ -27,12 +27,6 @@ from ccafl.io import save_torch, write_parquet
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def rng_state() -> dict[str, Any]:
     state = {
         "python": random.getstate(),

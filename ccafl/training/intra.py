@@ -25,8 +25,9 @@ from ccafl.losses import (
     image_text_cross_entropy,
 )
 from ccafl.memory import IntraCameraMemories, class_mean_features
+from ccafl.seeding import seed_everything
 from ccafl.settings import Settings, TrainSection
-from ccafl.training.common import LossLog, seed_everything
+from ccafl.training.common import LossLog
 from ccafl.training.loop import (
     BatchLosses,
     epoch_loader,

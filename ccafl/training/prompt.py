@@ -23,8 +23,9 @@ from ccafl.losses import prompt_loss
 from ccafl.models.backbone import PromptTextEncoder, ReIDEncoder
 from ccafl.models.factory import build_clip
 from ccafl.models.prompt_learner import PromptLearner
+from ccafl.seeding import seed_everything
 from ccafl.settings import Settings
-from ccafl.training.common import LossLog, seed_everything
+from ccafl.training.common import LossLog
 from ccafl.training.schedule import prompt_scheduler
 
 log = logging.getLogger(__name__)

@@ -75,19 +75,3 @@ def zero_shot_attribute_retrieval(
             "values": per_value,
         }
     return {"n_test_images": len(test), "attributes": result}
-
-
-def attribute_table(zero_shot: dict) -> pd.DataFrame:
-    """One row per attribute, for the README and the report."""
-    return pd.DataFrame(
-        [
-            {
-                "attribute": name,
-                "precision@10": r["mean_precision_at_10"],
-                "chance": r["mean_chance"],
-                "zero-shot accuracy": r["classification_accuracy"],
-                "majority": r["classification_chance"],
-            }
-            for name, r in zero_shot["attributes"].items()
-        ]
-    )
