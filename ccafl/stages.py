@@ -300,7 +300,8 @@ def reference(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _supervised_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ics-dir", type=Path, required=True, help="the ics rule's tables")
+    p.add_argument("--train", type=Path, required=True, help="the ics rule's train.parquet")
+    p.add_argument("--truth", type=Path, required=True, help="the ics rule's train_truth.parquet")
     p.add_argument("--out", type=Path, required=True, help="labels table to write")
 
 
@@ -314,8 +315,7 @@ def supervised_labels(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.association.diagnostics import supervised_labels as labels_from_truth
     from ccafl.io import write_parquet
 
-    train = pd.read_parquet(args.ics_dir / "train.parquet")
-    table = labels_from_truth(train, args.ics_dir / "train_truth.parquet")
+    table = labels_from_truth(pd.read_parquet(args.train), args.truth)
     write_parquet(table, args.out)
     log.info("%d gids, %d people", len(table), table["cluster"].nunique())
 

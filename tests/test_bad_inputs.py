@@ -853,3 +853,24 @@ def test_fetch_weights_uses_the_cache_and_names_unknown_tags(tmp_path: Path, mon
 
     monkeypatch.setattr(pretrained, "download_pretrained", no_network)
     assert fetch_hub_weights("RN50", "openai") == weights
+
+
+def test_a_wrong_supervised_labels_table_is_one_line_naming_it(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from ccafl.association.pseudo_labels import read_given_labels
+    from ccafl.cli import user_error_line
+    from ccafl.errors import UserError
+
+    short = tmp_path / "short.parquet"
+    pd.DataFrame({"gid": [0, 1], "cluster": [0, 0]}).to_parquet(short)
+    with pytest.raises(UserError) as error:
+        read_given_labels(short, n_gids=3)
+    line = user_error_line(error.value)
+    assert str(short) in line and "0..2" in line and "supervised_labels" in line
+    assert "\n" not in line
+    unnamed = tmp_path / "unnamed.parquet"
+    pd.DataFrame({"gid": [0, 1, 2], "label": [0, 0, 1]}).to_parquet(unnamed)
+    with pytest.raises(UserError, match="missing cluster"):
+        read_given_labels(unnamed, n_gids=3)
+    assert read_given_labels(short, n_gids=2).tolist() == [0, 0]

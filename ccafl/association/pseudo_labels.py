@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ccafl.association.graph import EDGE_COLUMNS, associate
+from ccafl.errors import UserError
 from ccafl.io import write_parquet
 from ccafl.memory import class_mean_features
 
@@ -74,7 +75,17 @@ def given_association(gid_labels: np.ndarray, gids: np.ndarray, n_gids: int) -> 
 
 def read_given_labels(path: str | Path, n_gids: int) -> np.ndarray:
     """The per-gid label column of a (gid, cluster) table, checked to cover every gid."""
-    table = pd.read_parquet(path).sort_values("gid")
+    table = pd.read_parquet(path)
+    missing = sorted({"gid", "cluster"} - set(table.columns))
+    if missing:
+        raise UserError(
+            f"{path}: a labels table needs the columns gid and cluster (missing "
+            f"{', '.join(missing)}); the supervised_labels rule writes one"
+        )
+    table = table.sort_values("gid")
     if table["gid"].tolist() != list(range(n_gids)):
-        raise SystemExit(f"{path}: expected one row per gid 0..{n_gids - 1}")
+        raise UserError(
+            f"{path}: expected one row per gid 0..{n_gids - 1}, found {len(table)} rows; it "
+            "belongs to another ICS relabelling: delete it and rerun the supervised_labels rule"
+        )
     return np.asarray(table["cluster"], dtype=np.int64)

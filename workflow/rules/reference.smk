@@ -70,6 +70,6 @@ rule supervised_labels:
         CONDA_ENV
     params:
         launch=LAUNCH,
-        ics_dir=input_folder("train"),
     shell:
-        "{params.launch} supervised-labels --ics-dir {params.ics_dir} --out {output.labels} > {log} 2>&1"
+        "{params.launch} supervised-labels --train {input.train} --truth {input.truth} "
+        "--out {output.labels} > {log} 2>&1"
