@@ -44,10 +44,9 @@ class Section:
         return value
 
     @classmethod
-    def from_config(cls, values: Mapping[str, Any] | None, key: str | None = None):
+    def from_config(cls, values: Mapping[str, Any] | None):
         """The section of ``values`` (a config section's dict); absent keys stay absent."""
         values = values or {}
-        key = key or cls.KEY
         kwargs = {}
         for item in dataclasses.fields(cls):
             if item.name not in values:
@@ -55,12 +54,9 @@ class Section:
             value = values[item.name]
             nested = cls.NESTED.get(item.name)
             if nested is not None:
-                value = nested.from_config(value, f"{key}.{item.name}")
+                value = nested.from_config(value)
             kwargs[item.name] = value
-        section = cls(**kwargs)
-        if key != cls.KEY:
-            object.__setattr__(section, "KEY", key)
-        return section
+        return cls(**kwargs)
 
     def __repr__(self) -> str:
         given = {
@@ -75,9 +71,7 @@ class Section:
         values = {
             item.name: object.__getattribute__(self, item.name) for item in dataclasses.fields(self)
         }
-        copy = type(self)(**{**values, **changes})
-        object.__setattr__(copy, "KEY", object.__getattribute__(self, "KEY"))
-        return copy
+        return type(self)(**{**values, **changes})
 
     def has(self, name: str) -> bool:
         return object.__getattribute__(self, name) is not ABSENT
