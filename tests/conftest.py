@@ -114,6 +114,23 @@ TINY_SYNTHETIC = {
 }
 
 
+class RecordingBatches:
+    """A stage's epoch loader wrapped so that ``on_batch(images, index)`` sees every batch
+    before training does (the spies of the stage-2 and stage-3 tests)."""
+
+    def __init__(self, batches, on_batch) -> None:
+        self.batches = batches
+        self.on_batch = on_batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for images, index in self.batches:
+            self.on_batch(images, index)
+            yield images, index
+
+
 def tiny_config(root: Path, **sections: dict) -> dict:
     """A validated config for a tiny synthetic run with a random-init tiny CLIP."""
     from ccafl.config import deep_merge, validate

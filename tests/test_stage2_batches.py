@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import RecordingBatches, tiny_config
 
 import ccafl.training.intra as intra
 from ccafl.settings import Settings
@@ -40,23 +40,17 @@ class Stage2Spy:
             spy.data = data
             batches = real_loader(state, data, labels, epoch, *args, **kwargs)
 
-            class Recording:
-                def __len__(self) -> int:
-                    return len(batches)
+            def on_batch(images, index) -> None:
+                spy.index, spy.n_batches = index.clone(), spy.n_batches + 1
+                cameras = set(data.cameras[index.numpy()].tolist())
+                spy.mixed_batches += len(cameras) > 1
+                if spy.check_single_camera:
+                    assert len(cameras) == 1, (
+                        f"stage 2 drew a batch mixing cameras {sorted(cameras)}: "
+                        "per-camera PK sampling (train.intra_batches: camera) is broken"
+                    )
 
-                def __iter__(self):
-                    for images, index in batches:
-                        spy.index, spy.n_batches = index.clone(), spy.n_batches + 1
-                        cameras = set(data.cameras[index.numpy()].tolist())
-                        spy.mixed_batches += len(cameras) > 1
-                        if spy.check_single_camera:
-                            assert len(cameras) == 1, (
-                                f"stage 2 drew a batch mixing cameras {sorted(cameras)}: "
-                                "per-camera PK sampling (train.intra_batches: camera) is broken"
-                            )
-                        yield images, index
-
-            return Recording()
+            return RecordingBatches(batches, on_batch)
 
         def create(*args, **kwargs):
             state = real_create(*args, **kwargs)

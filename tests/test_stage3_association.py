@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import RecordingBatches, tiny_config
 
 import ccafl.training.inter as inter
 from ccafl.settings import Settings
@@ -30,17 +30,7 @@ def spied_epoch(tiny_dataset: dict, intra_run: dict, tmp_path_factory: pytest.Te
     def spy_loader(state, data, labels, epoch, *args, **kwargs):
         seen["sampler"].append(np.asarray(labels).copy())
         loader = real_loader(state, data, labels, epoch, *args, **kwargs)
-
-        class Recording:
-            def __len__(self) -> int:
-                return len(loader)
-
-            def __iter__(self):
-                for images, index in loader:
-                    seen["batches"].append(index.clone())
-                    yield images, index
-
-        return Recording()
+        return RecordingBatches(loader, lambda images, index: seen["batches"].append(index.clone()))
 
     def spy_ipcl(feats, prototypes, targets, *args, **kwargs):
         seen["ipcl"].append((prototypes.shape[0], targets.detach().cpu().clone()))
