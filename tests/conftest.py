@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,43 @@ TINY_SYNTHETIC = {
     "n_distractors": 4,
     "n_junk": 2,
 }
+
+
+def snakemake_dry_run(
+    workdir: Path,
+    *args: str,
+    target: str = "all",
+    configfile: Path = REPO / "config" / "config.yaml",
+    check: bool = True,
+    timeout: int = 300,
+) -> str:
+    """The plan `snakemake <target> -n -p` prints for this repository's workflow run in
+    ``workdir`` (stdout and stderr together); ``check``: a non-zero exit fails the test."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            target,
+            "-n",
+            "-p",
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(configfile),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    out = done.stdout + done.stderr
+    if check:
+        assert done.returncode == 0, out[-3000:]
+    return out
 
 
 class RecordingBatches:

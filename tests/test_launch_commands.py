@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import snakemake_dry_run
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = shlex.quote(sys.executable)
@@ -46,29 +46,7 @@ def planned_commands(workdir: Path, gpus: int) -> list[dict]:
     config["resources"] = {**config.get("resources", {}), "gpus_per_job": gpus}
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "-p",
-            "--snakefile",
-            str(REPO / "workflow" / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            "--cores",
-            "2",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-3000:]
+    out = snakemake_dry_run(workdir, "--cores", "2", configfile=workdir / "config.yaml")
     jobs, rule, gpu = [], None, None
     for line in out.splitlines():
         if match := re.match(r"^\s*(?:local)?rule (\w+):", line):

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import snakemake_dry_run
 
 from ccafl.config import coerce_to_schema, load_schema, validate
 
@@ -20,30 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def dry_run(tmp_path: Path, *args: str, target: str = "all", check: bool = True) -> str:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            target,
-            "-n",
-            "-p",
-            "--snakefile",
-            str(REPO / "workflow" / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(REPO / "config" / "config.yaml"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    out = done.stdout + done.stderr
-    if check:
-        assert done.returncode == 0, out[-3000:]
-    return out
+    return snakemake_dry_run(tmp_path, *args, target=target, check=check, timeout=120)
 
 
 def job_counts(out: str) -> dict[str, int]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from conftest import snakemake_dry_run, tiny_config
 
 from ccafl.ablation import CALIBRATION_TARGETS, calibration_table, write_calibration
 from ccafl.settings import Settings
@@ -63,27 +61,8 @@ def test_calibration_ratios_and_targets(tmp_path: Path) -> None:
 def test_only_the_supervised_run_reads_true_labels(tmp_path: Path) -> None:
     """Dry run of the ablation DAG: the supervised variant's stage-3 jobs get the labels table
     made from the truth table; no ICS run's job does, and no training job names the truth."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "ablation",
-            "-n",
-            "-p",
-            "--snakefile",
-            str(REPO / "workflow" / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(REPO / "config" / "config.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if " -m ccafl " in line]
+    out = snakemake_dry_run(tmp_path, target="ablation")
+    lines = [line for line in out.splitlines() if " -m ccafl " in line]
     inter = [line for line in lines if " -m ccafl inter-epoch " in line]
     assert inter and any(" -m ccafl supervised-labels " in line for line in lines)
     for line in inter:
