@@ -21,8 +21,15 @@ from ccafl.settings import Settings
 
 def model_from_checkpoint(payload: dict) -> ReIDEncoder:
     """The ReID model of a checkpoint or model-file payload: its config's architecture, built
-    without pretrained weights, with the activation it recorded, and its weights loaded."""
+    without pretrained weights, with the activation it recorded, and its weights loaded.
+
+    A final model file also carries its open_clip architecture, registered here when this
+    installation does not know it, so the file is portable.
+    """
     settings = Settings.from_config(payload["config"])  # the file's own config: an edge
+    name = settings.clip.model
+    if name not in register_model_configs() and payload.get("clip_model_config"):
+        _register_config(name, payload["clip_model_config"])
     model = build_reid_model(settings, weights=False, quick_gelu=checkpoint_quick_gelu(payload))
     model.load_state_dict(payload["model"])
     return model
@@ -46,9 +53,6 @@ def load_reid_model(path: str | Path, device: str | torch.device = "cpu") -> ReI
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    name = Settings.from_config(payload["config"]).clip.model
-    if name not in register_model_configs() and payload.get("clip_model_config"):
-        _register_config(name, payload["clip_model_config"])  # the model file is portable
     return model_from_checkpoint(payload).to(device).eval()
 
 
@@ -58,7 +62,4 @@ def load_model_for_eval(
     """A final model.pt, a training checkpoint, or (no path) the raw CLIP image encoder."""
     if model_path is None:
         return build_reid_model(settings, clip_path)
-    payload = load_checkpoint(model_path)
-    if "clip_model_config" in payload:
-        return load_reid_model(model_path)
-    return model_from_checkpoint(payload)
+    return model_from_checkpoint(load_checkpoint(model_path))
