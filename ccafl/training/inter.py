@@ -59,7 +59,7 @@ def inter_epoch(
     device = state.device
     image_labels = torch.as_tensor(association.image_labels)
     gid_labels = torch.as_tensor(association.gid_labels).to(device)
-    n_labels = int(gid_labels.max()) + 1
+    n_labels = association.n_labels
     prototypes = PrototypeMemory.from_features(features, image_labels).to(device)
     label_text = label_text_features(data.text_features, association.gid_labels).to(device)
     gids = torch.as_tensor(data.gids)
