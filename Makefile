@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine with Python >= 3.11 and pip:
-#   make demo   - install into .venv, run the whole pipeline on the embedded synthetic benchmark
+#   make demo   - install into .venv, run the whole pipeline on the embedded synthetic benchmark,
+#                 then print its figures beside the range measured for them
 #   make test   - install into .venv, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 
-.PHONY: install demo test lint report clean-results mutate pin-e2e
+.PHONY: install demo test lint report show-report clean-results mutate pin-e2e
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/python -m ccafl demo-summary --results results/synthetic --expected docs/demo-spread.json
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -39,6 +41,10 @@ pin-e2e: install
 
 report: install
 	$(BIN)/snakemake --report report.html
+
+# The finished demo's front page (results/synthetic/report/index.html), in the browser.
+show-report: install
+	$(BIN)/python -m ccafl open-report --results results/synthetic
 
 clean-results:
 	rm -rf results/* logs .snakemake

@@ -46,6 +46,8 @@ COMMANDS = {
     "variant-table": "ccafl.stages:variant_table",
     "calibration": "ccafl.stages:calibration",
     "report": "ccafl.report_cli:report",
+    "demo-summary": "ccafl.report_cli:demo_summary",
+    "open-report": "ccafl.report_cli:open_report",
     "embed": "ccafl.search_cli:embed",
     "index": "ccafl.search_cli:index",
     "search": "ccafl.search_cli:search",

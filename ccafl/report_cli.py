@@ -80,7 +80,7 @@ def report(args: argparse.Namespace, settings: Settings) -> None:
         references={name: Path(path) for name, path in args.reference},
         benchmarks={job: Path(path) for job, path in args.benchmark},
     )
-    summary = build_report(inputs, args.out_dir)
+    summary = build_report(inputs, args.out_dir, settings.dataset.name)
     for name, reason in summary["skipped"].items():
         log.info("%s is a placeholder: %s", name, reason)
     log.info(
@@ -90,3 +90,75 @@ def report(args: argparse.Namespace, settings: Settings) -> None:
         len(summary["skipped"]),
         summary["seconds"],
     )
+
+
+def _demo_summary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--results", type=Path, default=Path("results/synthetic"), help="a run's results folder"
+    )
+    p.add_argument(
+        "--expected",
+        type=Path,
+        help="the measured spread of the demo (docs/demo-spread.json, scripts/demo_spread.py); "
+        "without it the figures are printed alone",
+    )
+
+
+@command(
+    "a finished run's CCAFL and best zero-shot figures beside the demo's measured range",
+    _demo_summary_args,
+)
+def demo_summary(args: argparse.Namespace, settings: Settings) -> None:
+    import json
+
+    from ccafl.errors import UserError
+    from ccafl.report.expected import summary_lines
+
+    def read(path: Path) -> dict:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(
+                f"{path} does not exist: run the pipeline first (make demo, or snakemake --cores all)"
+            ) from None
+
+    metrics = read(args.results / "eval" / "metrics.json")
+    zeroshot = read(args.results / "reference" / "zeroshot.json")["best"]
+    measured = read(args.expected) if args.expected else None
+    print(f"ccafl: {args.results}")
+    print("\n".join(summary_lines(metrics, zeroshot, measured)))
+
+
+def _open_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--results", type=Path, default=Path("results/synthetic"), help="a run's results folder"
+    )
+
+
+def _has_display() -> bool:
+    import os
+    import sys
+
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+@command(
+    "open a finished run's front page (report/index.html) in the browser, or print its path",
+    _open_report_args,
+)
+def open_report(args: argparse.Namespace, settings: Settings) -> None:
+    import webbrowser
+
+    from ccafl.errors import UserError
+
+    page = (args.results / "report" / "index.html").resolve()
+    if not page.is_file():
+        raise UserError(
+            f"{page} does not exist: run the pipeline first "
+            "(make demo, or snakemake --cores all report)"
+        )
+    print(f"{page}\n{page.as_uri()}")
+    if _has_display():
+        webbrowser.open(page.as_uri())

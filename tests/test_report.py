@@ -4,7 +4,11 @@ report rule names are read."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ from PIL import Image
 
 from ccafl.report import (
     OUTPUTS,
+    PAGE,
     ReportInputs,
     association_table,
     benchmark_table,
@@ -286,4 +291,59 @@ def test_nothing_at_all_still_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "report"
     summary = build_report(ReportInputs(), out)
     _assert_all_written(out)
-    assert set(summary["skipped"]) == set(OUTPUTS)
+    # The front page is always made: of the placeholders, which say why.
+    assert set(summary["skipped"]) == set(OUTPUTS) - {PAGE}
+    assert "not available" in (out / PAGE).read_text()
+
+
+def _page_images(page: str) -> list[bytes]:
+    uris = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    return [base64.b64decode(uri, validate=True) for uri in uris]
+
+
+def test_front_page_is_one_file_with_the_table_and_every_plot(run, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    build_report(run, out, "my-run")
+    page = (out / PAGE).read_text()
+    assert "<title>ccafl run: my-run</title>" in page
+    images = _page_images(page)
+    assert len(images) == 4 and all(png[:8] == PNG_SIGNATURE for png in images)
+    assert images[0] == (out / "association.png").read_bytes()
+    assert "src='http" not in page and "href=" not in page  # nothing to fetch
+    # The metrics table: the trained model highlighted first, then the reference rows.
+    rows = re.findall(r"<tr( class=\"trained\")?><td>([^<]+)</td><td>([\d.]+)</td>", page)
+    assert rows[0] == (' class="trained"', "CCAFL", "43.2")
+    assert len(rows) == len(pd.read_csv(out / "metrics.csv")) > 1
+    assert not any(trained for trained, _, _ in rows[1:])
+
+
+def test_open_report_prints_the_page_and_opens_it_where_there_is_a_display(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from ccafl import cli
+
+    opened = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    monkeypatch.setenv("DISPLAY", ":0")
+    page = tmp_path / "results" / "run" / "report" / PAGE
+    page.parent.mkdir(parents=True)
+    page.write_text("<html></html>")
+    assert cli.main(["open-report", "--results", str(tmp_path / "results" / "run")]) in (0, None)
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(page.resolve()), page.resolve().as_uri()]
+    assert opened == [page.resolve().as_uri()]
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    cli.main(["open-report", "--results", str(tmp_path / "results" / "run")])
+    assert len(opened) == 1  # no display: printed only
+
+
+def test_open_report_without_a_page_is_one_line_naming_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ccafl", "open-report", "--results", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "index.html does not exist" in lines[0] and "make demo" in lines[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ccafl.io import write_text
 from ccafl.report.inputs import NotAvailable, ReportInputs
+from ccafl.report.page import write_front_page
 from ccafl.report.plots import (
     ical_start,
     placeholder_png,
@@ -55,12 +56,15 @@ __all__ = [
 
 TABLES = ("metrics.md", "metrics.csv", "timings.csv", "zero_shot.csv")
 PLOTS = ("cmc.png", "losses.png", "association.png", "tsne.png", "retrieval.png", "timings.png")
+PAGE = "index.html"  # the run's front page, built from the tables and plots above
 #: Every file :func:`build_report` writes; the report rule declares exactly these.
-OUTPUTS = TABLES + PLOTS
+OUTPUTS = TABLES + PLOTS + (PAGE,)
 
 
-def build_report(inputs: ReportInputs, out_dir: str | Path) -> dict:
+def build_report(inputs: ReportInputs, out_dir: str | Path, run_name: str = "") -> dict:
     """Write every file of :data:`OUTPUTS` into ``out_dir`` from the files ``inputs`` names.
+
+    The front page (:data:`PAGE`, titled ``run_name``) comes last: it embeds the others.
 
     A plot or table whose inputs are missing is replaced by a placeholder saying why; the
     returned dict maps each output to its path (``outputs``) and each replaced one to the
@@ -111,6 +115,7 @@ def build_report(inputs: ReportInputs, out_dir: str | Path) -> dict:
         lambda: write_timings(inputs.benchmarks, out_dir, ical_start(inputs.epochs)),
     )
     attempt(("zero_shot.csv",), zero_shot)
+    write_front_page(out_dir, run_name)
     return {
         "outputs": {name: str(out_dir / name) for name in OUTPUTS},
         "skipped": skipped,

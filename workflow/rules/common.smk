@@ -99,7 +99,7 @@ INTER_KEYS = ("dataset", "input", "clip", "prompt", *keys_except("train", JOB_LA
 EVALUATE_KEYS = ("dataset.name", "dataset.root", "input", "eval")
 ZEROSHOT_KEYS = ("dataset.name", "dataset.root", "input", "clip", "eval")
 UNTRAINED_KEYS = (*ZEROSHOT_KEYS, "train.seed")  # the seed of the random network
-REPORT_KEYS = ("dataset.root",)  # the images of the retrieval examples
+REPORT_KEYS = ("dataset.name", "dataset.root")  # the page title; the retrieval examples' images
 VARIANT_TABLE_KEYS = ("ablation", "clip.pretrained", "train.losses", "train.labels")
 
 

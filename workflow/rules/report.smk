@@ -15,6 +15,7 @@ rule report:
         zero_shot=report_file("zero_shot.csv", "zero_shot", "2. Training"),
         timings=report_file("timings.png", "timings", "3. Cost"),
         timings_csv=report_file("timings.csv", "timings", "3. Cost"),
+        page=f"{RESULTS}/report/index.html",
     log:
         f"{LOGS}/report.log",
     benchmark:
