@@ -71,7 +71,7 @@ def validate(config: dict) -> dict:
         key=lambda e: list(map(str, e.absolute_path)),
     )
     if errors:
-        raise ConfigError("; ".join(map(_describe, errors)) + " (keys: config/README.md)")
+        raise ConfigError("; ".join(map(_describe, errors)) + " (keys: docs/configuration.md)")
     return config
 
 

@@ -1,7 +1,7 @@
-"""Regenerate the key tables of config/README.md from workflow/schemas/config.schema.yaml.
+"""Regenerate the key tables of docs/configuration.md from workflow/schemas/config.schema.yaml.
 
 The prose around the tables is kept; only each section's table is rewritten, so a key added
-to the schema cannot be missing from the documentation. `--check` exits 1 when the README is
+to the schema cannot be missing from the documentation. `--check` exits 1 when the page is
 out of date (tests/test_config_docs.py runs it).
 
     python scripts/config_docs.py [--check]
@@ -19,7 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-README = REPO / "config" / "README.md"
+README = REPO / "docs" / "configuration.md"
 
 
 def _type(spec: dict) -> str:
@@ -72,7 +72,7 @@ def render(text: str, schema: dict) -> str:
     missing = [s for s in schema["properties"] if f"## `{s}`" not in text]
     if missing:
         raise SystemExit(
-            f"config/README.md has no section for {missing}: add '## `name`' and a table"
+            f"docs/configuration.md has no section for {missing}: add '## `name`' and a table"
         )
     return "\n".join(out) + "\n"
 
@@ -86,7 +86,7 @@ def main() -> int:
     new = render(text, schema)
     if args.check:
         if new != text:
-            print("config/README.md is out of date: run python scripts/config_docs.py")
+            print("docs/configuration.md is out of date: run python scripts/config_docs.py")
             return 1
         return 0
     README.write_text(new)

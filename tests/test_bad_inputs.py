@@ -360,7 +360,7 @@ def test_config_typo_is_one_line_naming_the_key(tmp_path: Path, cli) -> None:
     line = only_line(cli("ics", "--set", '{"train": {"epochz": 3}}', "--out-dir", "o"))
     assert line == (
         "ccafl ics: error: config key train.epochz is unknown (did you mean 'epochs'?) "
-        "(keys: config/README.md)"
+        "(keys: docs/configuration.md)"
     )
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochs: 3\n   intra_epochs: 2\n")
@@ -375,7 +375,7 @@ def test_config_typo_in_the_workflow_is_one_line(user_market) -> None:
     write_config(workdir, config)
     assert error_line(snakemake(workdir, "-n")) == (
         "ccafl: config key train.epochz is unknown (did you mean 'epochs'?) "
-        "(keys: config/README.md)"
+        "(keys: docs/configuration.md)"
     )
     (workdir / "config" / "config.yaml").write_text("train:\n  epochs: 3\n   intra: 2\n")
     assert error_line(snakemake(workdir, "-n")) == (

@@ -1,4 +1,4 @@
-"""config/README.md documents every key of the schema (scripts/config_docs.py keeps it so)."""
+"""docs/configuration.md documents every key of the schema (scripts/config_docs.py keeps it so)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def lr_factor(epoch: int, warmup_epochs: int, total_epochs: int) -> float:
     """Linear warm-up from 0.1x over ``warmup_epochs`` (paper: 10), then cosine to 0.01x.
 
     ``epoch`` is 1-based. The paper states the warm-up only; the cosine tail is our choice
-    (the one CLIP-ReID uses) and is documented in config/README.md.
+    (the one CLIP-ReID uses) and is documented in docs/configuration.md.
     """
     if warmup_epochs > 0 and epoch <= warmup_epochs:
         return 0.1 + 0.9 * (epoch - 1) / warmup_epochs
