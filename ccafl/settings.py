@@ -162,6 +162,7 @@ class TrainSection(Section):
     momentum: float = _absent()
     eps: float = _absent()
     threshold: float = _absent()
+    camera_centering: bool = _absent()
     label_smoothing: float = _absent()
     classifier_temperature: float = _absent()
     classifier_lr: float = _absent()

@@ -14,6 +14,7 @@ from ccafl.association import (
     associate,
     associate_graph,
     association_quality,
+    center_per_camera,
     conflict_free_components,
     faiss_has_gpu,
 )
@@ -432,3 +433,51 @@ def test_association_quality_degenerate_cases() -> None:
     assert no_edges["edge_precision"] == 1.0
     with pytest.raises(ValueError, match="equal 1-D"):
         association_quality(np.arange(3), np.arange(4))
+
+
+def _camera_styled_world(n_people: int = 12, seed: int = 0):
+    """Every person seen once in each of two cameras whose styles point opposite ways."""
+    rng = np.random.default_rng(seed)
+    people = rng.standard_normal((n_people, DIM))
+    people /= np.linalg.norm(people, axis=1, keepdims=True)
+    style = np.zeros(DIM)
+    style[0] = 3.0
+    centroids = np.vstack([people + style, people - style])
+    centroids += 0.01 * rng.standard_normal(centroids.shape)
+    cameras = np.repeat([0, 1], n_people)
+    return centroids.astype(np.float32), cameras, np.tile(np.arange(n_people), 2)
+
+
+def test_camera_centering_removes_a_shared_camera_style() -> None:
+    centroids, cameras, truth = _camera_styled_world()
+    raw_labels, raw_edges = associate(centroids, cameras, 1.5)
+    assert len(raw_edges) == 0  # the styles put every cross-camera pair beyond T
+    centred = center_per_camera(centroids, cameras)
+    assert centred.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(centred, axis=1), 1.0, rtol=1e-5)
+    labels, edges = associate(centred, cameras, 1.5)
+    assert len(edges) == len(truth) // 2
+    assert association_quality(labels, truth)["f_score"] == 1.0
+    assert association_quality(raw_labels, truth)["f_score"] == 0.0
+
+
+def test_camera_centering_keeps_a_lone_gid_and_leaves_the_input() -> None:
+    centroids = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    before = centroids.copy()
+    centred = center_per_camera(centroids, np.array([7, 2, 2]))
+    np.testing.assert_allclose(centred[0], [0.6, 0.8], rtol=1e-6)  # alone in camera 7: raw
+    np.testing.assert_allclose(centred[1:], [[1, -1], [-1, 1]] / np.sqrt(2), rtol=1e-6)
+    np.testing.assert_array_equal(centroids, before)
+
+
+def test_identical_gids_of_one_camera_do_not_become_nan() -> None:
+    centroids = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    centred = center_per_camera(centroids, np.array([0, 0, 1]))
+    assert np.isfinite(centred).all()
+
+
+def test_camera_centering_is_off_by_default() -> None:
+    """The paper's association stays the default; centring is opted into."""
+    from ccafl.config import validate
+
+    assert validate({})["train"]["camera_centering"] is False

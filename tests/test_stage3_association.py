@@ -107,3 +107,50 @@ def test_losses_and_sampler_use_the_association_labels(spied_epoch: dict) -> Non
         assert torch.equal(labels, cluster_of_gid), (
             "ICAL's positives (Eq. 19) do not come from the association's pseudo-labels"
         )
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_camera_centering_setting_reaches_the_association(
+    tiny_dataset: dict, intra_run: dict, tmp_path: Path
+) -> None:
+    """train.camera_centering: true associates the camera-centred centroids (and only then)."""
+    from ccafl.association.graph import associate, center_per_camera
+    from ccafl.association.pseudo_labels import associate_identities
+    from ccafl.memory import class_mean_features
+
+    calls = []
+
+    def spy(features, gids, cameras, n_gids, threshold, **kwargs):
+        calls.append(kwargs)
+        raise _Stop
+
+    for centring in (False, True):
+        config = tiny_config(
+            tiny_dataset["root"], train={"epochs": 3, "camera_centering": centring}
+        )
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(_Stop):
+            patch.setattr(inter, "associate_identities", spy)
+            inter.run_inter_epochs(
+                Settings.from_config(config),
+                intra_run["data"],
+                intra_run["checkpoint"],
+                tiny_dataset["clip"],
+                [3],
+                [tmp_path / "epoch_003"],
+            )
+    assert calls == [{"camera_centering": False}, {"camera_centering": True}]
+
+    # What the flag does: Eq. 12 on center_per_camera of the gid centroids.
+    data = intra_run["data"]
+    features = torch.randn(len(data.gids), 8)
+    cameras = np.zeros(data.n_gids, dtype=np.int64)
+    cameras[data.gids] = data.cameras
+    centred = associate_identities(
+        features, data.gids, data.cameras, data.n_gids, 1.5, camera_centering=True
+    )
+    centroids = class_mean_features(features, torch.as_tensor(data.gids), data.n_gids)
+    expected, _ = associate(center_per_camera(centroids.numpy(), cameras), cameras, 1.5)
+    np.testing.assert_array_equal(centred.gid_labels, expected)

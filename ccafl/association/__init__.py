@@ -13,6 +13,7 @@ from ccafl.association.graph import (
     AssociationGraph,
     associate,
     associate_graph,
+    center_per_camera,
     conflict_free_components,
     faiss_has_gpu,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "associate",
     "associate_graph",
     "association_quality",
+    "center_per_camera",
     "conflict_free_components",
     "faiss_has_gpu",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "AssociationGraph",
     "associate",
     "associate_graph",
+    "center_per_camera",
     "conflict_free_components",
     "faiss_has_gpu",
 ]
@@ -137,6 +138,29 @@ def associate_graph(
         n_conflicted,
     )
     return AssociationGraph(labels=labels, edges=edges, n_conflicted_components=n_conflicted)
+
+
+def center_per_camera(centroids: np.ndarray, cameras: np.ndarray) -> np.ndarray:
+    """Unit centroids minus their camera's mean unit centroid, renormalised (float32).
+
+    A camera's lighting, viewpoint and background shift all of its gids' features the same
+    way, so raw nearest neighbours across two cameras partly match camera styles. Removing
+    each camera's mean (the per-camera normalisation of camera-aware proxy methods, applied
+    to centroids) leaves what tells people apart; Eq. 12's mutual-nearest and threshold tests
+    then run on these vectors unchanged. A camera with a single gid keeps its raw vector,
+    which centring would reduce to zero.
+    """
+    vectors = np.asarray(centroids, dtype=np.float64)
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    cameras = np.asarray(cameras)
+    centred = vectors.copy()
+    for camera in np.unique(cameras):
+        rows = cameras == camera
+        if rows.sum() > 1:
+            centred[rows] -= vectors[rows].mean(axis=0)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    centred = np.where(norms > 1e-12, centred / np.maximum(norms, 1e-12), vectors)
+    return centred.astype(np.float32)
 
 
 def conflict_free_components(

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ccafl.association.graph import EDGE_COLUMNS, associate
+from ccafl.association.graph import EDGE_COLUMNS, associate, center_per_camera
 from ccafl.errors import UserError
 from ccafl.io import write_parquet
 from ccafl.memory import class_mean_features
@@ -53,12 +53,20 @@ def associate_identities(
     cameras: np.ndarray,
     n_gids: int,
     threshold: float,
+    *,
+    camera_centering: bool = False,
 ) -> Association:
-    """Eq. 12 on the gid centroids of the current features (``gids``, ``cameras``: per image)."""
-    centroids = class_mean_features(features, torch.as_tensor(gids), n_gids)
+    """Eq. 12 on the gid centroids of the current features (``gids``, ``cameras``: per image).
+
+    ``camera_centering``: associate the camera-centred centroids (:func:`center_per_camera`)
+    instead of the raw ones; False is the paper's association.
+    """
+    centroids = class_mean_features(features, torch.as_tensor(gids), n_gids).numpy()
     camera_of_gid = np.zeros(n_gids, dtype=np.int64)
     camera_of_gid[gids] = cameras
-    gid_labels, edges = associate(centroids.numpy(), camera_of_gid, threshold)
+    if camera_centering:
+        centroids = center_per_camera(centroids, camera_of_gid)
+    gid_labels, edges = associate(centroids, camera_of_gid, threshold)
     gid_labels = np.asarray(gid_labels)
     return Association(gid_labels, edges, gid_labels[gids])
 

@@ -137,7 +137,12 @@ def run_inter_epochs(
         features = train_features(state, data, f"epoch {epoch} features")
         if given_labels is None:
             association = associate_identities(
-                features, data.gids, data.cameras, data.n_gids, settings.train.threshold
+                features,
+                data.gids,
+                data.cameras,
+                data.n_gids,
+                settings.train.threshold,
+                camera_centering=settings.train.camera_centering,
             )
         else:
             association = given_association(given_labels, data.gids, data.n_gids)
