@@ -148,11 +148,12 @@ def log_step(
 @dataclass
 class BatchLosses:
     """What a stage makes of one batch: the loss the backbone step minimises, the terms to
-    log, the batch's gids (for L_GID) and its memory update, applied after both steps."""
+    log, the batch's gids (for L_GID; None in a stage without gids, which then has no
+    classifier step) and its memory update, applied after both steps."""
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
-    gids: torch.Tensor
+    gids: torch.Tensor | None
     update_memory: Callable[[torch.Tensor], None]
 
 
@@ -164,9 +165,9 @@ def train_epoch(
     batch_losses: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], BatchLosses],
     loss_log: LossLog,
 ) -> None:
-    """One epoch of stage 2 or 3: per batch, the forward pass (under autocast on CUDA), the
+    """One epoch of a training stage: per batch, the forward pass (under autocast on CUDA), the
     stage's losses, one backbone step, one classifier step (L_GID, Eq. 17, on detached
-    features), the stage's memory update and one log row.
+    features; skipped when the stage gives no gids), the stage's memory update and one log row.
 
     ``make_loader`` is called after the epoch's learning rate is set; ``batch_losses(f, p,
     index)`` gets the batch's ReID feature f, its CLIP projection p (both float32) and the
@@ -180,6 +181,7 @@ def train_epoch(
         f, p = f.float(), p.float()
         batch = batch_losses(f, p, index)
         state.backbone_step(batch.loss)
-        batch.terms["loss_gid"] = state.classifier_step(f, batch.gids)
+        if batch.gids is not None:
+            batch.terms["loss_gid"] = state.classifier_step(f, batch.gids)
         batch.update_memory(f)
         log_step(loss_log, epoch, step, lr, batch.loss, batch.terms)
