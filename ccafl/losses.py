@@ -18,6 +18,8 @@ Eq. 14     :func:`prototype_contrastive_loss`      (L_IPCL)
 Eq. 17     :func:`gid_classifier_loss`             (L_GID)
 Eq. 18     :func:`ical_loss`                       (L_ICAL)
 Eq. 19     :func:`ical_targets`                    (q(g), G-)
+CALR       :func:`weighted_cluster_contrastive_loss` (L_inter, camera-entropy weights)
+CALR       :func:`camera_adversarial_loss`, :func:`reverse_gradient` (camera alignment)
 =========  ===========================================================
 
 Reductions: the paper writes its losses as sums over cameras (Eq. 1, 2, 7-9) or over the batch
@@ -39,6 +41,7 @@ from torch import Tensor
 Reduction = Literal["mean", "sum", "none"]
 
 __all__ = [
+    "camera_adversarial_loss",
     "centroid_contrastive_loss",
     "gid_classifier_loss",
     "hard_instance_loss",
@@ -48,8 +51,10 @@ __all__ = [
     "image_text_cross_entropy",
     "prompt_loss",
     "prototype_contrastive_loss",
+    "reverse_gradient",
     "supervised_contrastive_i2t",
     "supervised_contrastive_t2i",
+    "weighted_cluster_contrastive_loss",
 ]
 
 
@@ -377,3 +382,66 @@ def ical_loss(cls_logits: Tensor, q: Tensor, negative_mask: Tensor) -> Tensor:
     # q is zero on G-; masking keeps -inf * 0 style NaNs out of rows whose logits overflow.
     weighted = torch.where(q > 0, q * log_ratio, torch.zeros_like(log_ratio))
     return -weighted.sum(dim=1).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# CALR (unsupervised mode; Li et al., arXiv 2403.16450, as its official code computes them)
+# --------------------------------------------------------------------------------------------
+
+
+def weighted_cluster_contrastive_loss(
+    feats: Tensor,
+    prototypes: Tensor,
+    targets: Tensor,
+    cluster_weights: Tensor | None = None,
+    temperature: float = 0.05,
+) -> Tensor:
+    """CALR's inter-camera loss: ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` over the batch.
+
+    ``l_i`` is the cluster-memory cross-entropy (same form as Eq. 14) and ``w_k`` the
+    camera-entropy weight of cluster k (:func:`ccafl.association.clusters.camera_entropy_weights`);
+    without weights it is the plain mean. A batch whose clusters all weigh 0 gives 0, not NaN.
+    """
+    per_sample = _memory_contrastive_loss(feats, prototypes, targets, temperature, "none")
+    if cluster_weights is None:
+        return per_sample.mean()
+    weights = cluster_weights.to(per_sample)[targets]
+    total = weights.sum()
+    return (weights * per_sample).sum() / total.clamp(min=torch.finfo(total.dtype).tiny)
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:  # noqa: D102
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        return -ctx.alpha * grad, None
+
+
+def reverse_gradient(x: Tensor, alpha: float = 1.0) -> Tensor:
+    """Gradient reversal layer: identity forward, gradient times ``-alpha`` backward.
+
+    Between the embedding and a camera classifier it makes one loss do two things: the
+    classifier learns to tell cameras apart, the encoder learns features it cannot (CALR: alpha 1).
+    """
+    return _ReverseGradient.apply(x, alpha)
+
+
+def camera_adversarial_loss(
+    camera_logits: Tensor, cameras: Tensor, *, form: Literal["nll", "calr_code"] = "nll"
+) -> Tensor:
+    """Camera-classification loss of the camera-alignment module (fed through the GRL).
+
+    ``nll`` (default) is the cross-entropy of the camera logits, which is what the module is
+    meant to compute. ``calr_code`` reproduces CALR's official code, which applies a softmax to
+    log-probabilities before a cross-entropy: ``-p_c + log sum_j exp(p_j)`` with p the camera
+    probabilities, a bounded loss whose gradient is weak (calr-spec section 3).
+    """
+    if form == "nll":
+        return F.cross_entropy(camera_logits, cameras)
+    if form == "calr_code":
+        return F.cross_entropy(torch.softmax(F.log_softmax(camera_logits, dim=1), dim=1), cameras)
+    raise ValueError(f"camera loss form must be 'nll' or 'calr_code', got {form!r}")

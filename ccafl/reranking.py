@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["k_reciprocal_rerank"]
+__all__ = ["jaccard_distance", "k_reciprocal_rerank"]
 
 _ROW_CHUNK = 1024
 _PAIR_CHUNK = 1 << 16
@@ -227,3 +227,35 @@ def k_reciprocal_rerank(
         rows, cols, values = _local_query_expansion(rows, cols, values, neighbours[:, :n_expand], n)
     jaccard = _jaccard_distance(rows, cols, values, n_query, n)
     return ((1.0 - lambda_value) * jaccard + lambda_value * original).astype(np.float32)
+
+
+def jaccard_distance(
+    features: np.ndarray | torch.Tensor, k1: int = 30, k2: int = 6, *, normalize: bool = True
+) -> np.ndarray:
+    """n x n k-reciprocal Jaccard distance d_J of one image set to itself (steps 1-7 above).
+
+    The distance clustering-based ReID (ClusterContrast, CALR) clusters on; their defaults for
+    person datasets are k1 = 30, k2 = 6. Dense output: meant for one camera's images or a
+    clustering-sized set, not a whole MSMT17 split.
+    """
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
+    features = _as_array(features, normalize)
+    n = len(features)
+    n_full = min(k1 + 1, n)
+    n_half = min(int(np.around(k1 / 2.0)) + 1, n)
+    n_expand = min(k2, n)
+    neighbours, scale, _ = _neighbour_search(features, max(n_full, n_expand), 0)
+    rows, cols = _expanded_sets(neighbours[:, :n_full], neighbours[:, :n_half])
+    weights = np.exp(-_pair_distances(features, rows, cols) / scale[rows])
+    values = weights / np.bincount(rows, weights=weights, minlength=n)[rows]
+    if n_expand > 1:
+        rows, cols, values = _local_query_expansion(rows, cols, values, neighbours[:, :n_expand], n)
+    # The set against itself: every V row once as a query and once as a gallery row.
+    return _jaccard_distance(
+        np.concatenate([rows, rows + n]),
+        np.concatenate([cols, cols]),
+        np.concatenate([values, values]),
+        n,
+        2 * n,
+    )

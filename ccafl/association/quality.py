@@ -61,6 +61,83 @@ def association_quality(
     return quality
 
 
+def bcubed_quality(labels: np.ndarray, truth: np.ndarray) -> dict[str, float | int]:
+    """BCubed precision/recall/F and expansion of image-level clusters (CALR Fig. 5).
+
+    ``P = (1/N) sum_{g,k} n_gk^2 / |k|`` and ``R = (1/N) sum_{g,k} n_gk^2 / |g|`` over the
+    contingency counts n_gk of true id g in cluster k: every image's share of its cluster that
+    is its own person (P) and of its person that is in its cluster (R). ``expansion`` is the
+    mean number of clusters a true id is spread over. Diagnostics only.
+    """
+    labels = np.asarray(labels)
+    truth = np.asarray(truth)
+    if labels.shape != truth.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and truth {truth.shape} must be equal 1-D")
+    n = labels.size
+    if n == 0:
+        return {"precision": 1.0, "recall": 1.0, "f_score": 1.0, "expansion": 1.0, "n": 0}
+    _, label_codes = np.unique(labels, return_inverse=True)
+    _, truth_codes = np.unique(truth, return_inverse=True)
+    n_truth = int(truth_codes.max()) + 1
+    cells, cell_sizes = np.unique(
+        label_codes.astype(np.int64) * n_truth + truth_codes, return_counts=True
+    )
+    cluster_size = np.bincount(label_codes)[cells // n_truth]
+    identity_size = np.bincount(truth_codes)[cells % n_truth]
+    squared = cell_sizes.astype(np.float64) ** 2
+    precision = float((squared / cluster_size).sum() / n)
+    recall = float((squared / identity_size).sum() / n)
+    f_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f_score": float(f_score),
+        "expansion": float(len(cells) / n_truth),
+        "n": int(n),
+    }
+
+
+def calr_cluster_quality(
+    global_labels: np.ndarray,
+    refined_labels: np.ndarray,
+    local_labels: np.ndarray,
+    cameras: np.ndarray,
+    truth: np.ndarray,
+) -> dict[str, dict[str, float]]:
+    """Pairwise and BCubed quality of one epoch's global, refined and local clusters.
+
+    Sample sets follow CALR's evaluation code: *global* over all images with the outliers (-1)
+    as one cluster; *refined* over the images still labelled (!= -1); *local* per camera, then
+    averaged with weights N_c / N. Keys: ``{set: {pairwise_precision, ..., bcubed_f_score,
+    expansion}}``.
+    """
+    global_labels, refined_labels, local_labels, cameras, truth = (
+        np.asarray(a) for a in (global_labels, refined_labels, local_labels, cameras, truth)
+    )
+
+    def both(labels: np.ndarray, ids: np.ndarray) -> dict[str, float]:
+        pairwise = association_quality(labels, ids)
+        bcubed = bcubed_quality(labels, ids)
+        row = {f"pairwise_{k}": float(pairwise[k]) for k in ("precision", "recall", "f_score")}
+        row |= {f"bcubed_{k}": float(bcubed[k]) for k in ("precision", "recall", "f_score")}
+        row["expansion"] = float(bcubed["expansion"])
+        row["n"] = float(len(labels))
+        return row
+
+    kept = refined_labels >= 0
+    local: dict[str, float] = {}
+    for camera in np.unique(cameras):
+        rows = cameras == camera
+        share = rows.sum() / len(cameras)
+        for key, value in both(local_labels[rows], truth[rows]).items():
+            local[key] = local.get(key, 0.0) + (value if key == "n" else share * value)
+    return {
+        "global": both(global_labels, truth),
+        "refined": both(refined_labels[kept], truth[kept]),
+        "local": local,
+    }
+
+
 def _pairs(sizes: np.ndarray) -> int:
     sizes = sizes.astype(np.int64)
     return int((sizes * (sizes - 1) // 2).sum())
