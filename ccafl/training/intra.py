@@ -96,6 +96,29 @@ def per_camera_losses(
     return {name: value / len(f) for name, value in sums.items()}
 
 
+def camera_memory_update(
+    memories: IntraCameraMemories,
+    batch_cameras: torch.Tensor,
+    targets: torch.Tensor,
+    index: torch.Tensor,
+    momentum: float,
+):
+    """A batch's memory update (Eq. 5-6), applied by the engine after the backbone step."""
+
+    def update(f: torch.Tensor) -> None:
+        # Under torchrun every rank applies the whole global batch: memories stay identical.
+        gather = distributed.all_gather_cat
+        memories.update(
+            gather(F.normalize(f.detach(), dim=1)),
+            gather(batch_cameras),
+            gather(targets),
+            gather(index.to(batch_cameras.device)),
+            momentum,
+        )
+
+    return update
+
+
 def intra_epoch(
     state: TrainingState,
     data: TrainingData,
@@ -125,18 +148,8 @@ def intra_epoch(
         if active.i2tce:
             loss = loss + terms["loss_i2tce"]
 
-        def update_memory(f: torch.Tensor) -> None:
-            # Under torchrun every rank applies the whole global batch: memories stay identical.
-            gather = distributed.all_gather_cat
-            memories.update(
-                gather(F.normalize(f.detach(), dim=1)),
-                gather(batch_cameras),
-                gather(targets),
-                gather(index.to(device)),
-                train.momentum,
-            )
-
-        return BatchLosses(loss, terms, batch_gids, update_memory)
+        update = camera_memory_update(memories, batch_cameras, targets, index, train.momentum)
+        return BatchLosses(loss, terms, batch_gids, update)
 
     def make_loader():
         return epoch_loader(state, data, data.gids, epoch, groups=groups)
