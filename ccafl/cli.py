@@ -37,6 +37,8 @@ COMMANDS = {
     "clip-pretrain": "ccafl.stages:clip_pretrain",
     "clip-import": "ccafl.stages:clip_import",
     "prompt": "ccafl.stages:prompt",
+    "local-clusters": "ccafl.stages:local_clusters",
+    "cluster-quality": "ccafl.stages:cluster_quality",
     "intra": "ccafl.stages:intra",
     "inter-epoch": "ccafl.stages:inter_epoch",
     "final": "ccafl.stages:final",

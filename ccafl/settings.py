@@ -170,6 +170,7 @@ class TrainSection(Section):
     losses: LossSwitches = _absent()
     epochs_per_job: int = _absent()
     labels: str = _absent()
+    camera_labels: str = _absent()
     intra_batches: str = _absent()
     image_cache: bool = _absent()
     seed: int = _absent()
@@ -180,6 +181,24 @@ class TrainSection(Section):
     def batch_size(self) -> int:
         """P identities x K images."""
         return self.P * self.K
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class ClustersSection(Section):
+    """The unsupervised mode: stage A (``train.camera_labels: clusters``) and CALR's stage-B
+    clustering (``train.labels: refined``)."""
+
+    KEY: ClassVar[str] = "clusters"
+    epochs: int = _absent()
+    images_per_cluster: int = _absent()
+    k1: int = _absent()
+    k2: int = _absent()
+    # Stage B (train.labels: refined), read by stage 3.
+    k: int = _absent()
+    min_similarity: float = _absent()
+    min_size: int = _absent()
+    pivot: str = _absent()
+    weights_after: int = _absent()
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -200,6 +219,7 @@ class Settings:
     clip_pretrain: ClipPretrainSection
     prompt: PromptSection
     train: TrainSection
+    clusters: ClustersSection
     eval: EvalSection
 
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
@@ -209,6 +229,7 @@ class Settings:
         "clip_pretrain": ClipPretrainSection,
         "prompt": PromptSection,
         "train": TrainSection,
+        "clusters": ClustersSection,
         "eval": EvalSection,
     }
 

@@ -84,6 +84,44 @@ def prompt(args: argparse.Namespace, settings: Settings) -> None:
 
 
 @command(
+    "stage A (unsupervised mode): cluster each camera, train on the clusters, per epoch (CALR)",
+    _paths("ics_dir", "clip", "out_dir"),
+)
+def local_clusters(args: argparse.Namespace, settings: Settings) -> None:
+    from ccafl import distributed
+    from ccafl.training.local import check_cameras, read_images, run_local_clusters
+
+    images = read_images(args.ics_dir / "train.parquet")
+    check_cameras(images, settings.clusters.images_per_cluster, str(args.ics_dir / "train.parquet"))
+    distributed.init_from_env()
+    metrics = run_local_clusters(settings, images, args.clip, args.out_dir)
+    log.info("stage A: %s clusters (%s singletons) in %.0f s", metrics["final"]["clusters"],
+             metrics["final"]["singletons"], metrics["seconds"])  # fmt: skip
+    distributed.shutdown()
+
+
+def _cluster_quality_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clusters", type=Path, required=True, help="local_clusters.parquet")
+    p.add_argument("--truth", type=Path, required=True, help="the ics rule's train_truth.parquet")
+    p.add_argument("--out", type=Path, required=True, help="quality JSON to write")
+
+
+@command(
+    "diagnostics: BCubed and pairwise quality of stage A's local clusters (true ids)",
+    _cluster_quality_args,
+)
+def cluster_quality(args: argparse.Namespace, settings: Settings) -> None:
+    from ccafl.association.diagnostics import local_cluster_quality
+
+    quality = local_cluster_quality(args.clusters, args.truth)
+    write_json(quality, args.out)
+    if quality:
+        log.info("local clusters: BCubed P %.3f R %.3f F %.3f, expansion %.2f",
+                 quality["bcubed_precision"], quality["bcubed_recall"],
+                 quality["bcubed_f_score"], quality["expansion"])  # fmt: skip
+
+
+@command(
     "stage 2: intra-camera learning, epochs 1..E_intra (Eq. 4-11, 17)",
     _paths("ics_dir", "prompt_dir", "clip", "out_dir"),
 )
@@ -125,6 +163,12 @@ def _inter_args(p: argparse.ArgumentParser) -> None:
         help="fixed cross-camera labels per gid (gid, cluster) in place of the association: "
         "the supervised reference run (its table comes from the supervised_labels rule)",
     )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        help="diagnostics only: the ics rule's train_truth.parquet, when --ics-dir holds "
+        "another training table (the unsupervised mode's); default: --ics-dir's own",
+    )
 
 
 @command(
@@ -147,7 +191,8 @@ def inter_epoch(args: argparse.Namespace, settings: Settings) -> None:
     data = TrainingData.load(settings.dataset.root, args.ics_dir, args.prompt_dir)
     given = None if args.labels is None else read_given_labels(args.labels, data.n_gids)
     out_dirs = dict(zip(args.epoch, args.out_dir, strict=True))
-    diagnostics = EpochDiagnostics(data.train, args.ics_dir / "train_truth.parquet", out_dirs)
+    truth = args.truth or args.ics_dir / "train_truth.parquet"
+    diagnostics = EpochDiagnostics(data.train, truth, out_dirs)
     run_inter_epochs(
         settings,
         data,
@@ -339,13 +384,21 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
         metavar=("SEED", "METRICS"),
         help="eval/metrics.json of a supervised reference run (repeat per seed)",
     )
+    p.add_argument(
+        "--usl",
+        nargs=2,
+        action="append",
+        metavar=("SEED", "METRICS"),
+        help="eval/metrics.json of an unsupervised run, train.camera_labels: clusters "
+        "(repeat per seed; optional)",
+    )
     p.add_argument("--out", type=Path, required=True, help="markdown table to write")
     p.add_argument("--json", type=Path, required=True, help="the same numbers as JSON, to write")
 
 
 @command(
-    "zero-shot, untrained, CCAFL and supervised mAP side by side, with the ratios the "
-    "benchmark must show",
+    "zero-shot, untrained, CCAFL, supervised (and unsupervised) mAP side by side, with the "
+    "ratios the benchmark must show",
     _calibration_args,
 )
 def calibration(args: argparse.Namespace, settings: Settings) -> None:
@@ -356,6 +409,7 @@ def calibration(args: argparse.Namespace, settings: Settings) -> None:
         args.untrained,
         {int(seed): path for seed, path in args.ccafl},
         {int(seed): path for seed, path in args.supervised},
+        {int(seed): path for seed, path in args.usl or []},
     )
     write_calibration(result, args.out, args.json)
     for ratio in result["ratios"]:
@@ -364,5 +418,5 @@ def calibration(args: argparse.Namespace, settings: Settings) -> None:
             ratio["ratio"],
             ratio["value"],
             ratio["target"],
-            "" if ratio["met"] else "  NOT MET",
+            "" if ratio["met"] in (True, None) else "  NOT MET",
         )

@@ -200,3 +200,30 @@ def test_gradient_reversal_and_the_two_camera_loss_forms():
     assert head(torch.randn(5, 3)).shape == (5, 4)
     with pytest.raises(ValueError, match="at least 2 cameras"):
         CameraDiscriminator(3, n_cameras=1)
+
+
+def test_refined_image_clusters_drop_same_camera_strangers_and_renumber():
+    from ccafl.association.pseudo_labels import refined_clusters
+
+    feats, truth = _blobs(3, 8, spread=0.03)
+    cameras = np.tile(np.array([0, 1]), 12)
+    # Local clusters: right for person 0 and 2, while camera 0 splits person 1 in two.
+    local = truth.copy()
+    local[(truth == 1) & (cameras == 0) & (np.arange(24) % 4 == 0)] = 9
+    found = refined_clusters(
+        torch.as_tensor(feats), cameras, local, k=8, min_similarity=0.5, min_size=5
+    )
+    assert (found.global_labels >= 0).all() and found.global_labels.max() == 2
+    kept = found.image_labels >= 0
+    assert kept.sum() >= 24 - 2  # at most the split-off camera-0 images of person 1 go
+    assert sorted(set(found.image_labels[kept])) == list(range(found.n_labels))
+    assert found.weights.shape == (found.n_labels,)
+    assert np.allclose(found.weights, math.log1p(math.log(2)))  # every cluster 50/50 cameras
+
+
+def test_the_sampler_never_draws_an_image_labelled_negative():
+    from ccafl.data.samplers import PKBatchSampler
+
+    labels = np.array([0, 0, -1, 1, 1, -1, 2, 2])
+    drawn = {i for batch in PKBatchSampler(labels, 3, 2, 20, seed=1) for i in batch}
+    assert drawn == {0, 1, 3, 4, 6, 7}

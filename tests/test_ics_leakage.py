@@ -177,3 +177,56 @@ def test_training_table_holds_no_cross_camera_id(tiny_dataset: dict) -> None:
             f"ics/train.parquet column {column!r} has the same value for {linked:.0%} of the "
             "cross-camera image pairs of one person: a cross-camera id in the training table"
         )
+
+
+def test_the_unsupervised_mode_reads_neither_label(tiny_dataset: dict, tmp_path: Path) -> None:
+    """Stage A, then stages 1-3 on its clusters, from a training table that holds only paths
+    and cameras (no per-camera label to read), with the truth table beside it refused."""
+    import json
+    import shutil
+
+    from ccafl.cli import main
+    from ccafl.training.inter import run_inter_epochs
+    from ccafl.training.intra import run_intra
+    from ccafl.training.local import IMAGE_COLUMNS
+    from ccafl.training.prompt import run_prompt
+    from ccafl.training.state import TrainingData
+
+    root, clip = tiny_dataset["root"], tiny_dataset["clip"]
+    label_free = tmp_path / "label_free"
+    label_free.mkdir()
+    images = pd.read_parquet(tiny_dataset["ics"] / "train.parquet")[IMAGE_COLUMNS]
+    images.to_parquet(label_free / "train.parquet")
+    shutil.copy(tiny_dataset["ics"] / TRUTH, label_free / TRUTH)  # where a leak would look
+    config = tiny_config(
+        root,
+        prompt={"epochs": 1},
+        train={"intra_epochs": 1, "epochs": 2, "adv_start": 2, "iters_per_epoch": 1,
+               "camera_labels": "clusters"},
+        clusters={"epochs": 1},
+    )  # fmt: skip
+    settings = Settings.from_config(config)
+    local = tmp_path / "clusters"
+    with refuse_truth_table():
+        try:
+            main(["local-clusters", "--set", json.dumps(config), "--ics-dir", str(label_free),
+                  "--clip", str(clip), "--out-dir", str(local)])  # fmt: skip
+            run_prompt(settings, root, local, clip, tmp_path / "p")
+            data = TrainingData.load(root, local, tmp_path / "p")
+            run_intra(settings, data, clip, tmp_path / "intra")
+            first = tmp_path / "intra" / "checkpoint.pt"
+            run_inter_epochs(settings, data, first, clip, [2], [tmp_path / "e2"])
+            # CALR's stage B: stage 3 on refined image clusters.
+            calr = Settings.from_config(
+                {**config, "train": {**config["train"], "labels": "refined",
+                                     "losses": {"intra2": True, "i2tce": True, "ical": False}}}
+            )  # fmt: skip
+            run_inter_epochs(calr, data, first, clip, [2], [tmp_path / "b2"])
+        except TruthTableOpened as leak:
+            raise AssertionError(f"the unsupervised mode: {leak}") from None
+    train = pd.read_parquet(local / "train.parquet")
+    assert list(train.columns) == TRAIN_COLUMNS
+    assert (train.groupby("gid")["camera"].nunique() == 1).all()  # a cluster is one camera's
+    assert (tmp_path / "e2" / "checkpoint.pt").is_file()
+    labels = pd.read_parquet(tmp_path / "b2" / "labels.parquet")
+    assert {"global_cluster", "local_cluster", "cluster"} <= set(labels.columns)

@@ -58,9 +58,33 @@ def test_calibration_ratios_and_targets(tmp_path: Path) -> None:
     assert not {r["ratio"]: r for r in low["ratios"]}["CCAFL / best zero-shot"]["met"]
 
 
+def test_calibration_with_the_unsupervised_run(tmp_path: Path) -> None:
+    result = calibration_table(
+        _reference(tmp_path / "z.json", 0.30),
+        _reference(tmp_path / "u.json", 0.05),
+        {0: _metrics(tmp_path / "c0.json", 0.60)},
+        {0: _metrics(tmp_path / "s0.json", 0.70)},
+        {0: _metrics(tmp_path / "l0.json", 0.42), 1: _metrics(tmp_path / "l1.json", 0.36)},
+    )
+    ratios = {r["ratio"]: r for r in result["ratios"]}
+    assert ratios["USL / best zero-shot"]["value"] == pytest.approx(1.3)
+    assert ratios["USL / best zero-shot"]["met"]
+    assert ratios["USL / CCAFL (ICS)"]["value"] == pytest.approx(39 / 60)
+    assert ratios["USL / supervised"]["met"] is None  # reported, no target
+    out = tmp_path / "calibration.md"
+    write_calibration(result, out, tmp_path / "calibration.json")
+    text = out.read_text()
+    assert (
+        "| USL (no labels: stage A clusters + CCAFL), mean ± std | 39.0 ± 4.2 (42.0, 36.0) |"
+        in text
+    )
+    assert "| USL / supervised | 0.56 | (reported) | |" in text
+
+
 def test_only_the_supervised_run_reads_true_labels(tmp_path: Path) -> None:
     """Dry run of the ablation DAG: the supervised variant's stage-3 jobs get the labels table
-    made from the truth table; no ICS run's job does, and no training job names the truth."""
+    made from the truth table; no ICS run's job does, and no training job names the truth
+    except for stage 3's diagnostics in the unsupervised runs."""
     out = snakemake_dry_run(tmp_path, target="ablation")
     lines = [line for line in out.splitlines() if " -m ccafl " in line]
     inter = [line for line in lines if " -m ccafl inter-epoch " in line]
@@ -68,9 +92,17 @@ def test_only_the_supervised_run_reads_true_labels(tmp_path: Path) -> None:
     for line in inter:
         supervised = "results/synthetic/ablation/supervised-s" in line
         assert ("--labels results/synthetic/supervised/labels.parquet" in line) == supervised
-    training = ("prompt", "intra", "inter-epoch", "final")
+    training = ("prompt", "intra", "inter-epoch", "final", "local-clusters")
+    diagnostics_truth = " --truth results/synthetic/ics/train_truth.parquet"
     for line in lines:
         if re.search(r" -m ccafl (" + "|".join(training) + ") ", line):
+            # Stage 3's diagnostics (after each epoch is written) read the truth table from
+            # --ics-dir; an unsupervised run's --ics-dir is its clusters folder, so it names
+            # the table for them. Nothing else may.
+            unsupervised = re.search(r"results/synthetic/ablation/(usl|calr)-s", line)
+            if " -m ccafl inter-epoch " in line and unsupervised:
+                assert diagnostics_truth in line
+                line = line.replace(diagnostics_truth, "")
             assert "train_truth" not in line
 
 

@@ -26,8 +26,66 @@ def truth_per_gid(train: pd.DataFrame, truth_path: str | Path) -> np.ndarray | N
     if (truth["pid"] < 0).all():
         return None
     joined = train[["path", "gid"]].merge(truth, on="path", how="left", validate="one_to_one")
-    per_gid = joined.drop_duplicates("gid").sort_values("gid")
-    return per_gid["pid"].to_numpy()
+    # An ICS gid is one person; a cluster of the unsupervised mode may mix people: its
+    # majority person stands for it (ties: the lowest pid).
+    counts = joined.groupby(["gid", "pid"]).size().reset_index(name="n")
+    counts = counts.sort_values(["gid", "n", "pid"], ascending=[True, False, True])
+    return counts.drop_duplicates("gid")["pid"].to_numpy()
+
+
+def local_cluster_quality(clusters_path: str | Path, truth_path: str | Path) -> dict:
+    """Stage A's local clusters against the true ids, within each camera (CALR Fig. 5's
+    *local* curve: per camera, weighted by its share of images); {} without training truth."""
+    from ccafl.association.quality import bcubed_quality
+
+    clusters = pd.read_parquet(clusters_path)
+    truth = pd.read_parquet(truth_path)
+    if (truth["pid"] < 0).all():
+        return {}
+    joined = clusters.merge(truth, on="path", how="left", validate="one_to_one")
+    quality: dict[str, float] = {}
+    for _, rows in joined.groupby("camera"):
+        share = len(rows) / len(joined)
+        labels, pids = rows["local_cluster"].to_numpy(), rows["pid"].to_numpy()
+        pairwise = association_quality(labels, pids)
+        values = {f"bcubed_{k}": v for k, v in bcubed_quality(labels, pids).items()
+                  if k in ("precision", "recall", "f_score")}  # fmt: skip
+        values |= {f"pairwise_{k}": pairwise[k] for k in ("precision", "recall", "f_score")}
+        values["expansion"] = bcubed_quality(labels, pids)["expansion"]
+        for key, value in values.items():
+            quality[key] = quality.get(key, 0.0) + share * float(value)
+    quality["n_images"] = int(len(joined))
+    quality["n_clusters"] = int(joined.groupby(["camera", "local_cluster"]).ngroups)
+    return quality
+
+
+def image_cluster_diagnostics(table: pd.DataFrame, truth_path: str | Path) -> dict:
+    """CALR Fig. 5 for one epoch: pairwise and BCubed quality of the global, refined and local
+    clusters (``clusters_<set>_<metric>``), each on its own sample set
+    (:func:`ccafl.association.quality.calr_cluster_quality`); ``assoc_*`` are the refined
+    set's pairwise figures, so the report's association plot shows them."""
+    from ccafl.association.quality import calr_cluster_quality
+
+    truth = pd.read_parquet(truth_path)
+    if (truth["pid"] < 0).all():
+        return {}
+    pid = table[["path"]].merge(truth, on="path", how="left", validate="one_to_one")["pid"]
+    quality = calr_cluster_quality(
+        table["global_cluster"].to_numpy(),
+        table["cluster"].to_numpy(),
+        table["local_cluster"].to_numpy(),
+        table["camera"].to_numpy(),
+        pid.to_numpy(),
+    )
+    out = {
+        f"clusters_{name}_{key}": value for name, q in quality.items() for key, value in q.items()
+    }
+    refined = quality["refined"]
+    out |= {
+        f"assoc_{key}": refined[f"pairwise_{key}"] for key in ("precision", "recall", "f_score")
+    }
+    out["assoc_expansion"] = refined["expansion"]
+    return out
 
 
 def association_diagnostics(
@@ -68,14 +126,13 @@ class EpochDiagnostics:
     def __call__(self, epoch: int, association, metrics: dict) -> None:
         if not distributed.is_main():
             return
-        metrics.update(
-            association_diagnostics(
-                association.labels_table(self.train),
-                association.edges,
-                self.train,
-                self.truth_path,
+        table = association.labels_table(self.train)
+        if "global_cluster" in table.columns:  # CALR's image clusters (train.labels: refined)
+            metrics.update(image_cluster_diagnostics(table, self.truth_path))
+        else:
+            metrics.update(
+                association_diagnostics(table, association.edges, self.train, self.truth_path)
             )
-        )
         write_json(metrics, self.out_dirs[epoch] / "metrics.json")
         if "assoc_precision" in metrics:
             log.info(

@@ -1,6 +1,9 @@
 """One epoch's association of the training set: pseudo-labels per gid and per image, and the
 artifact tables of the epoch (graph.parquet, labels.parquet).
 
+Two label sources: CCAFL's association of gids (Eq. 12, :class:`Association`) and CALR's
+refined image clusters (``train.labels: refined``, :class:`ImageClusters`).
+
 Plain arrays in: the gid and camera of every training image (train.parquet's columns), never a
 person id.
 """
@@ -14,6 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ccafl.association.clusters import (
+    camera_entropy_weights,
+    global_clusters,
+    refine_by_pivots,
+    select_pivots,
+)
 from ccafl.association.graph import EDGE_COLUMNS, associate, center_per_camera
 from ccafl.errors import UserError
 from ccafl.io import write_parquet
@@ -71,14 +80,92 @@ def associate_identities(
     return Association(gid_labels, edges, gid_labels[gids])
 
 
+@dataclass
+class ImageClusters:
+    """CALR's labels of one epoch: clusters of images, not of gids (``train.labels: refined``).
+
+    ``image_labels``: the refined clusters, -1 for the images this epoch does not train on
+    (global outliers and same-camera members the pivot refinement removed); ``weights``: each
+    cluster's camera-entropy weight ``ln(1 + H)``. There is no association graph (graph.parquet
+    is empty) and no gid-level label, so L_ICAL does not apply.
+    """
+
+    image_labels: np.ndarray
+    global_labels: np.ndarray
+    local_labels: np.ndarray
+    weights: np.ndarray
+    edges: pd.DataFrame
+
+    @property
+    def n_labels(self) -> int:
+        return int(self.image_labels.max()) + 1
+
+    @property
+    def n_trained(self) -> int:
+        return int((self.image_labels >= 0).sum())
+
+    def labels_table(self, train: pd.DataFrame) -> pd.DataFrame:
+        """labels.parquet of this source: one row per image (its clusters are of images)."""
+        return pd.DataFrame(
+            {
+                "path": train["path"].to_numpy(),
+                "gid": train["gid"].to_numpy(),
+                "camera": train["camera"].to_numpy(),
+                "cluster": self.image_labels,
+                "global_cluster": self.global_labels,
+                "local_cluster": self.local_labels,
+            }
+        )
+
+    def write(self, out_dir: str | Path, train: pd.DataFrame) -> None:
+        write_parquet(self.edges, Path(out_dir) / "graph.parquet")
+        write_parquet(self.labels_table(train), Path(out_dir) / "labels.parquet")
+
+
+def refined_clusters(
+    features: torch.Tensor,
+    cameras: np.ndarray,
+    local_labels: np.ndarray,
+    *,
+    k: int,
+    min_similarity: float,
+    min_size: int,
+    pivot: str = "densest",
+) -> ImageClusters:
+    """CALR's stage-B labels: global Infomap clusters of the image features, refined by each
+    cluster's pivot against the per-camera labels (``local_labels``: train.parquet's
+    intra_id, stage A's clusters in the unsupervised mode)."""
+    glob, graph = global_clusters(
+        features.numpy(), k=k, min_similarity=min_similarity, drop_size_le=min_size - 1
+    )
+    refined = refine_by_pivots(
+        glob, local_labels, cameras, select_pivots(glob, graph.score, rule=pivot)
+    )
+    # Clusters emptied by the refinement are dropped; the rest are renumbered 0..Z-1.
+    kept = np.unique(refined[refined >= 0])
+    code = np.full(int(glob.max()) + 2 if glob.size else 1, -1, dtype=np.int64)
+    code[kept] = np.arange(len(kept))
+    refined = np.where(refined >= 0, code[np.maximum(refined, 0)], -1)
+    return ImageClusters(
+        image_labels=refined,
+        global_labels=glob,
+        local_labels=np.asarray(local_labels, dtype=np.int64),
+        weights=camera_entropy_weights(refined, cameras),
+        edges=_no_edges(),
+    )
+
+
+def _no_edges() -> pd.DataFrame:
+    dtypes = {"distance": "float32"}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "int64")) for c in EDGE_COLUMNS})
+
+
 def given_association(gid_labels: np.ndarray, gids: np.ndarray, n_gids: int) -> Association:
     """Pseudo-labels supplied from outside (the supervised reference run), no graph."""
     gid_labels = np.asarray(gid_labels, dtype=np.int64)
     if len(gid_labels) != n_gids:
         raise ValueError(f"given labels cover {len(gid_labels)} gids, the data has {n_gids}")
-    dtypes = {"distance": "float32"}
-    edges = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "int64")) for c in EDGE_COLUMNS})
-    return Association(gid_labels, edges, gid_labels[gids])
+    return Association(gid_labels, _no_edges(), gid_labels[gids])
 
 
 def read_given_labels(path: str | Path, n_gids: int) -> np.ndarray:

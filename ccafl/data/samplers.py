@@ -24,7 +24,8 @@ class PKBatchSampler:
         seed: int = 0,
         epoch: int = 0,
     ) -> None:
-        """``labels[i]``: identity of image i; ``groups[i]``: its camera when drawing per camera.
+        """``labels[i]``: identity of image i (negative: never drawn); ``groups[i]``: its camera
+        when drawing per camera.
 
         Identities with fewer than K images are drawn with replacement. A group with fewer
         than P identities gives a smaller batch rather than mixing cameras.
@@ -33,6 +34,7 @@ class PKBatchSampler:
         self.P, self.K, self.n_batches = P, K, n_batches
         self.rng = np.random.default_rng([seed, epoch])
         order = np.argsort(self.labels, kind="stable")
+        order = order[self.labels[order] >= 0]  # a negative label: not trained this epoch
         ids, starts = np.unique(self.labels[order], return_index=True)
         self.members = dict(zip(ids.tolist(), np.split(order, starts[1:]), strict=True))
         if groups is None:

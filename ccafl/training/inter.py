@@ -19,14 +19,18 @@ import torch.nn.functional as F
 from ccafl import distributed
 from ccafl.association.pseudo_labels import (
     Association,
+    ImageClusters,
     associate_identities,
     given_association,
+    refined_clusters,
 )
+from ccafl.errors import UserError
 from ccafl.losses import (
     ical_loss,
     ical_targets,
     image_text_cross_entropy,
     prototype_contrastive_loss,
+    weighted_cluster_contrastive_loss,
 )
 from ccafl.memory import PrototypeMemory, class_mean_features
 from ccafl.settings import Settings
@@ -58,25 +62,35 @@ def inter_epoch(
     active = active_losses(epoch, train)
     device = state.device
     image_labels = torch.as_tensor(association.image_labels)
-    gid_labels = torch.as_tensor(association.gid_labels).to(device)
     n_labels = association.n_labels
     prototypes = PrototypeMemory.from_features(features, image_labels).to(device)
-    label_text = label_text_features(data.text_features, association.gid_labels).to(device)
     gids = torch.as_tensor(data.gids)
+    refined = isinstance(association, ImageClusters)
+    if refined:
+        # Clusters of images: a cluster's text is the mean of its images' t_g (Eq. 15 per
+        # image); no gid-level label, so no L_ICAL; camera-entropy weights after the warm-up.
+        label_text = class_mean_features(data.text_features[gids], image_labels, n_labels)
+        first = train.intra_epochs + 1 + state.settings.clusters.weights_after
+        weights = torch.as_tensor(association.weights) if epoch >= first else None
+    else:
+        gid_labels = torch.as_tensor(association.gid_labels).to(device)
+        label_text = label_text_features(data.text_features, association.gid_labels)
+    label_text = label_text.to(device)
 
     def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
         targets = image_labels[index].to(device)
         batch_gids = gids[index].to(device)
-        terms = {
-            "loss_ipcl": prototype_contrastive_loss(
-                f, prototypes.prototype_memory(), targets, train.temperature
-            )
-        }
+        memory = prototypes.prototype_memory()
+        if refined:
+            ipcl = weighted_cluster_contrastive_loss(f, memory, targets, weights, train.temperature)
+        else:
+            ipcl = prototype_contrastive_loss(f, memory, targets, train.temperature)
+        terms = {"loss_ipcl": ipcl}
         if active.i2tce:
             terms["loss_i2tce"] = image_text_cross_entropy(
                 p, label_text, targets, data.logit_scale, train.label_smoothing
             )
-        if active.ical:
+        if active.ical and not refined:
             q, negatives = ical_targets(batch_gids, gid_labels, data.n_gids, train.eps)
             logits = state.classifier(f, frozen_weights=True)
             terms["loss_ical"] = ical_loss(logits, q, negatives)
@@ -94,6 +108,29 @@ def inter_epoch(
 
     train_epoch(state, epoch, "inter", make_loader, batch_losses, loss_log)
     assert n_labels == prototypes.n_labels
+
+
+def refine_epoch(
+    settings: Settings, data: TrainingData, features: torch.Tensor, epoch: int
+) -> ImageClusters:
+    """CALR's stage-B labels of an epoch (``train.labels: refined``), against the per-camera
+    labels of the training table (stage A's clusters in the unsupervised mode)."""
+    clusters = settings.clusters
+    found = refined_clusters(
+        features,
+        data.cameras,
+        data.train["intra_id"].to_numpy(),
+        k=clusters.k,
+        min_similarity=clusters.min_similarity,
+        min_size=clusters.min_size,
+        pivot=clusters.pivot,
+    )
+    if found.n_trained == 0:
+        raise UserError(
+            f"epoch {epoch}: no global cluster of clusters.min_size={clusters.min_size} images "
+            f"at clusters.min_similarity={clusters.min_similarity}: lower one of them"
+        )
+    return found
 
 
 def run_inter_epochs(
@@ -135,7 +172,9 @@ def run_inter_epochs(
         epoch_start = time.perf_counter()
         timings = {"startup_s": startup}
         features = train_features(state, data, f"epoch {epoch} features")
-        if given_labels is None:
+        if settings.train.labels == "refined":
+            association = refine_epoch(settings, data, features, epoch)
+        elif given_labels is None:
             association = associate_identities(
                 features,
                 data.gids,
@@ -167,6 +206,8 @@ def run_inter_epochs(
             **timings,
             "seconds": time.perf_counter() - epoch_start + startup,
         }
+        if isinstance(association, ImageClusters):
+            metrics["n_trained_images"] = association.n_trained
         startup = 0.0  # paid once per job
         log.info(
             "epoch %d (inter): %d gids -> %d clusters, loss %.4g, %.1f s",

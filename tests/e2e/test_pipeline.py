@@ -145,6 +145,11 @@ EVERYTHING = {"synthesize", "ics", "clip_pretrain", "prompt", "zeroshot"} | TRAI
 RERUNS = [
     ("train.lam", 0.6, TRAINING),  # stage 2 onwards; not ics, prompt, clip_pretrain, zeroshot
     ("train.threshold", 1.3, STAGE3),  # read by stage 3 only
+    ("train.camera_centering", True, STAGE3),
+    # The unsupervised mode's stage A: not part of an ICS run, so changing it reruns nothing;
+    # switching the main run to the mode adds stage A and retrains on its clusters.
+    ("clusters.epochs", 3, set()),
+    ("train.camera_labels", "clusters", {"local_clusters", "cluster_quality", "prompt"} | TRAINING),
     ("train.adv_start", 5, STAGE3),
     # Blocks of 2, jobs 3-4 and 5: the same numbers (test_blocks_...), but new jobs; not intra.
     ("train.epochs_per_job", 2, STAGE3 - {"inter_epochs_004"}),
@@ -229,9 +234,50 @@ def test_ablation_table(workdir: Path) -> None:
     table = (workdir / "results" / "tiny" / "ablation" / "table.md").read_text()
     assert "| order1 |" in table and "| order7 | x | x | x | CLIP |" in table
     runs = pd.read_csv(workdir / "results" / "tiny" / "ablation" / "table.csv")
-    assert sorted(runs["variant"]) == ["order1", "order7"]
+    assert sorted(runs["variant"]) == ["calr", "order1", "order7", "usl"]
     # Stage 1 does not depend on the loss switches: variants reuse the main run's prompts.
     assert not (workdir / "results" / "tiny" / "ablation" / "order7-s0" / "prompt").exists()
+    # The unsupervised run learns its own prompts, for its own (cluster) ids.
+    assert (workdir / "results" / "tiny" / "ablation" / "usl-s0" / "prompt").is_dir()
+
+
+def test_unsupervised_target_runs_stage_a_and_ccafl_on_its_clusters(workdir: Path) -> None:
+    snakemake(workdir, "usl")
+    run = workdir / "results" / "tiny" / "ablation" / "usl-s0"
+    local = pd.read_parquet(run / "clusters" / "local_clusters.parquet")
+    assert list(local.columns) == ["path", "camera", "local_cluster"]
+    ics = pd.read_parquet(workdir / "results" / "tiny" / "ics" / "train.parquet")
+    assert local["path"].tolist() == ics["path"].tolist()  # every training image, in order
+    per_camera = local.groupby("camera")
+    # CALR's rule: N_c // 5 clusters per camera, labelled 0..n-1 within each camera.
+    assert (per_camera["local_cluster"].nunique() == per_camera.size() // 5).all()
+    assert (per_camera["local_cluster"].max() + 1 == per_camera["local_cluster"].nunique()).all()
+    train = pd.read_parquet(run / "clusters" / "train.parquet")
+    assert (train["intra_id"] == local["local_cluster"]).all()
+    gids = train.groupby("gid")["camera"].nunique()
+    assert (gids == 1).all() and train["gid"].max() + 1 == train["gid"].nunique()
+    quality = json.loads((run / "clusters" / "quality.json").read_text())
+    assert 0 < quality["bcubed_f_score"] <= 1 and quality["n_images"] == len(local)
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["mAP"] > 0
+    epoch = json.loads((run / "inter" / "epoch_005" / "metrics.json").read_text())
+    assert "assoc_f_score" in epoch  # diagnostics found the truth table outside --ics-dir
+
+
+def test_calr_target_trains_stage_3_on_refined_clusters(workdir: Path) -> None:
+    snakemake(workdir, "calr")
+    epoch_dir = workdir / "results" / "tiny" / "ablation" / "calr-s0" / "inter" / "epoch_005"
+    labels = pd.read_parquet(epoch_dir / "labels.parquet")
+    assert list(labels.columns) == [
+        "path", "gid", "camera", "cluster", "global_cluster", "local_cluster"
+    ]  # fmt: skip
+    refined, glob = labels["cluster"], labels["global_cluster"]
+    assert ((refined >= 0) <= (glob >= 0)).all()  # refinement only removes
+    metrics = json.loads((epoch_dir / "metrics.json").read_text())
+    assert metrics["n_trained_images"] == int((refined >= 0).sum())
+    for name in ("global", "refined", "local"):
+        assert 0 <= metrics[f"clusters_{name}_bcubed_f_score"] <= 1
+    assert "loss_ical" not in metrics and "loss_i2tce" not in metrics
 
 
 def test_typo_in_config_is_named(workdir: Path) -> None:

@@ -77,9 +77,13 @@ STAGE3_ONLY_KEYS = (
     "train.adv_start",
     "train.eps",
     "train.threshold",
+    "train.camera_centering",
     "train.labels",
     "train.losses.ical",
 )
+# Chooses a run's training table (an input file: the ICS table or stage A's clusters), which
+# no stage reads as a key; a change reruns the stages through that input.
+LABEL_SOURCE_KEYS = ("train.camera_labels",)
 SYNTHESIZE_KEYS = ("dataset.format", "dataset.root", "synthetic")
 ICS_KEYS = ("dataset.root", "dataset.format", "dataset.verify_images", "dataset.layout")
 CLIP_SOURCE_KEYS = ("clip.model", "clip.pretrained", "clip.quick_gelu")
@@ -89,11 +93,39 @@ INTRA_KEYS = (
     "dataset.root",
     "input",
     "clip",
-    *keys_except("train", STAGE3_ONLY_KEYS + JOB_LAYOUT_KEYS),
+    *keys_except("train", STAGE3_ONLY_KEYS + JOB_LAYOUT_KEYS + LABEL_SOURCE_KEYS),
+)
+# Stage A of the unsupervised mode: its own section and the training keys its epochs use.
+LOCAL_CLUSTER_KEYS = (
+    "dataset.root",
+    "input",
+    "clip",
+    *(f"clusters.{key}" for key in ("epochs", "images_per_cluster", "k1", "k2")),
+    *(f"train.{key}" for key in ("P", "K", "lr", "weight_decay", "feature", "temperature")),
+    *(f"train.{key}" for key in ("momentum", "iters_per_epoch", "seed", "image_cache")),
+    *(f"train.{key}" for key in ("num_workers", "amp", "classifier_temperature", "classifier_lr")),
 )
 # Stage 3 writes the run's configuration into every checkpoint and so into final/model.pt:
 # all of it but the job layout (a change to a stage-2 key reruns stage 3 through intra anyway).
-INTER_KEYS = ("dataset", "input", "clip", "prompt", *keys_except("train", JOB_LAYOUT_KEYS))
+INTER_KEYS = (
+    "dataset",
+    "input",
+    "clip",
+    "prompt",
+    *keys_except("train", JOB_LAYOUT_KEYS + LABEL_SOURCE_KEYS),
+)
+# CALR's stage B (train.labels: refined) reads these in stage 3, and only there.
+STAGE_B_KEYS = tuple(
+    f"clusters.{key}" for key in ("k", "min_similarity", "min_size", "pivot", "weights_after")
+)
+
+
+def inter_cfg(wildcards):
+    """Stage 3's keys for the run: with CALR's stage B also its clustering keys."""
+    refined = run_config(config, wildcards.run)["train"]["labels"] == "refined"
+    return cfg_json(*INTER_KEYS, *(STAGE_B_KEYS if refined else ()), run=wildcards.run)
+
+
 # Evaluation reads the model's own config from model.pt. Its loader workers (train.num_workers)
 # change no number, so they are passed as a resource (`loader_workers`), which reruns nothing.
 EVALUATE_KEYS = ("dataset.name", "dataset.root", "input", "eval")
@@ -187,10 +219,23 @@ def clip_source_file():
 WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors"}
 
 
+def uses_clusters(run=""):
+    """The unsupervised mode: stage A's per-camera clusters in place of the dataset's labels."""
+    return run_config(config, run)["train"]["camera_labels"] == "clusters"
+
+
+def train_table(wildcards):
+    """The training table stages 1-3 read: the ICS table, or the run's stage-A clusters."""
+    if uses_clusters(wildcards.run):
+        return f"{RESULTS}/{wildcards.run}clusters/train.parquet"
+    return f"{RESULTS}/ics/train.parquet"
+
+
 def prompt_run(run):
-    """Variants whose stage-1 config equals the main run's reuse the main run's prompts."""
+    """Variants whose stage-1 config and training table equal the main run's reuse the main
+    run's prompts."""
     same = keys_json(run_config(config, run), PROMPT_KEYS) == keys_json(config, PROMPT_KEYS)
-    return "" if same else run
+    return "" if same and uses_clusters(run) == uses_clusters() else run
 
 
 def prompt_dir(wildcards):
@@ -329,7 +374,13 @@ def supervised_input(wildcards):
 
 
 def labels_arg(wildcards, input):
-    return f"--labels {input.labels}" if "labels" in input.keys() else ""
+    """Stage 3's label sources beyond the association: the supervised run's given labels; in
+    the unsupervised mode, where the truth table is (diagnostics only), as --ics-dir is not ics/."""
+    if "labels" in input.keys():
+        return f"--labels {input.labels}"
+    if uses_clusters(wildcards.run):
+        return f"--truth {RESULTS}/ics/train_truth.parquet"
+    return ""
 
 
 def run_metrics(group):
@@ -428,9 +479,24 @@ def report_file(name, caption, category):
 
 
 def all_targets():
-    return [
+    targets = [
         f"{RESULTS}/eval/metrics.json",
         f"{RESULTS}/reference/zeroshot.json",
         f"{RESULTS}/report/metrics.md",
         *epoch_artifacts(),
+    ]
+    if uses_clusters():
+        targets.append(f"{RESULTS}/clusters/quality.json")
+    return targets
+
+
+def usl_targets(variant):
+    """`snakemake usl` / `snakemake calr`: an unsupervised variant at the first seed, with
+    its stage-A cluster quality and every stage-3 epoch, beside the zero-shot row."""
+    run = f"ablation/{variant}-s{config['ablation']['seeds'][0]}/"
+    return [
+        f"{RESULTS}/{run}eval/metrics.json",
+        f"{RESULTS}/{run}clusters/quality.json",
+        f"{RESULTS}/reference/zeroshot.json",
+        *epoch_artifacts(run),
     ]

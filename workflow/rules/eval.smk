@@ -72,12 +72,25 @@ rule sweep:
         "--out {output.table} --csv {output.csv} > {log} 2>&1"
 
 
+# The unsupervised mode on the demo world, first seed: stage A + CCAFL (`usl`), and stage A +
+# CALR's refined clusters in stage 3 (`calr`).
+rule usl:
+    input:
+        usl_targets("usl"),
+
+
+rule calr:
+    input:
+        usl_targets("calr"),
+
+
 rule calibration:
     input:
         zeroshot=f"{RESULTS}/reference/zeroshot.json",
         untrained=f"{RESULTS}/reference/untrained.json",
         ccafl=lambda w: variant_metrics("order7"),
         supervised=lambda w: variant_metrics("supervised"),
+        usl=lambda w: variant_metrics("usl"),
     output:
         table=f"{RESULTS}/ablation/calibration.md",
         json=f"{RESULTS}/ablation/calibration.json",
@@ -89,7 +102,8 @@ rule calibration:
         launch=LAUNCH,
         ccafl=lambda w, input: seed_args("--ccafl", input.ccafl),
         supervised=lambda w, input: seed_args("--supervised", input.supervised),
+        usl=lambda w, input: seed_args("--usl", input.usl),
     shell:
         "{params.launch} calibration --zeroshot {input.zeroshot} --untrained {input.untrained} "
-        "{params.ccafl} {params.supervised} --out {output.table} --json {output.json} "
+        "{params.ccafl} {params.supervised} {params.usl} --out {output.table} --json {output.json} "
         "> {log} 2>&1"

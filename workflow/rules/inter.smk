@@ -15,7 +15,7 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
             input:
                 unpack(supervised_input),
                 previous=lambda w, first=block[0]: epoch_checkpoint(w.run, first - 1),
-                train=f"{RESULTS}/ics/train.parquet",
+                train=train_table,
                 text=text_features,
             output:
                 **block_outputs(block),
@@ -34,7 +34,7 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
                 **stage3_resources(block),
             params:
                 launch=DDP_LAUNCH,
-                cfg=run_cfg(*INTER_KEYS),
+                cfg=inter_cfg,
                 labels=labels_arg,
                 ics_dir=input_folder("train"),
                 prompt_dir=prompt_dir,

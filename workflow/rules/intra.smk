@@ -4,7 +4,7 @@
 rule intra:
     input:
         unpack(clip_input),
-        train=f"{RESULTS}/ics/train.parquet",
+        train=train_table,
         text=text_features,
     output:
         checkpoint=f"{RESULTS}/{RUN}intra/checkpoint.pt",

@@ -4,7 +4,7 @@
 rule prompt:
     input:
         unpack(clip_input),
-        train=f"{RESULTS}/ics/train.parquet",
+        train=train_table,
     output:
         tokens=f"{RESULTS}/{RUN}prompt/prompt_tokens.pt",
         text=f"{RESULTS}/{RUN}prompt/text_features.parquet",

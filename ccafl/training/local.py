@@ -1,0 +1,200 @@
+"""Stage A of the unsupervised mode (``train.camera_labels: clusters``): per-camera clusters.
+
+Where nobody labelled anything, CALR (Li et al., arXiv 2403.16450) first learns each camera on
+its own: every epoch each camera's training images are clustered
+(:func:`ccafl.association.clusters.cluster_within_cameras`: Jaccard distance, average linkage,
+``N_c // clusters.images_per_cluster`` clusters) and the network trains one epoch on those
+pseudo-labels against per-camera cluster memories (the centroid contrastive loss of Eq. 7,
+which is ClusterContrast's loss within one camera; batches hold one camera's clusters). After
+the last epoch the final model's features are clustered once more: those local clusters stand
+where the ICS per-camera labels stood, and CCAFL's stages 1-3 run on them unchanged.
+
+One shared trunk for all cameras, not CALR's one model per camera: one network to train and
+store instead of one per camera, and the same engine as stages 2 and 3. Each camera is still
+clustered, scored and batched on its own, so no loss ever compares two cameras.
+
+Reads only ``path``, ``camera`` and ``camera_name`` of the training table: neither the
+dataset's per-camera labels nor the cross-camera person id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ccafl import distributed
+from ccafl.association.clusters import cluster_within_cameras
+from ccafl.errors import UserError
+from ccafl.io import write_json, write_parquet
+from ccafl.losses import centroid_contrastive_loss
+from ccafl.memory import IntraCameraMemories
+from ccafl.seeding import seed_everything
+from ccafl.settings import Settings
+from ccafl.training.common import LossLog
+from ccafl.training.intra import camera_memory_update, initial_features
+from ccafl.training.loop import BatchLosses, epoch_loader, train_epoch, train_features
+from ccafl.training.state import TrainingData, TrainingState
+
+log = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ["path", "camera", "camera_name"]
+LOCAL_COLUMNS = ["path", "camera", "local_cluster"]
+
+
+def read_images(train_table: str | Path) -> pd.DataFrame:
+    """The unsupervised mode's view of the training table: images and cameras, no label."""
+    return pd.read_parquet(train_table, columns=IMAGE_COLUMNS)
+
+
+def check_cameras(images: pd.DataFrame, images_per_cluster: int, source: str = "") -> None:
+    """One-line errors for what stage A cannot learn from: one camera, or a camera too small
+    for one cluster of the size rule."""
+    counts = images.groupby("camera_name").size()
+    where = f" in {source}" if source else ""
+    if len(counts) < 2:
+        raise UserError(
+            f"the unsupervised mode (train.camera_labels: clusters) needs training images from "
+            f"at least 2 cameras; found {len(counts)}{where}"
+        )
+    small = counts[counts < images_per_cluster]
+    if len(small):
+        name, n = small.index[0], int(small.iloc[0])
+        raise UserError(
+            f"camera {name!r} has {n} training image(s){where}, fewer than one cluster of "
+            f"clusters.images_per_cluster={images_per_cluster}: lower the key or drop the camera"
+        )
+
+
+def local_gids(cameras: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """One id per (camera, local cluster), ordered by camera then cluster, contiguous."""
+    per_camera = pd.Series(local).groupby(cameras).max().add(1)
+    offsets = per_camera.cumsum().shift(fill_value=0)
+    return (pd.Series(cameras).map(offsets).to_numpy() + local).astype(np.int64)
+
+
+def cluster_epoch(
+    state: TrainingState,
+    data: TrainingData,
+    memories: IntraCameraMemories,
+    local: np.ndarray,
+    epoch: int,
+    loss_log: LossLog,
+) -> None:
+    """One epoch on this epoch's local clusters: L_intra1 (Eq. 7) within each camera."""
+    train = state.settings.train
+    device = state.device
+    cameras = torch.as_tensor(data.cameras)
+    targets_all = torch.as_tensor(local)
+
+    def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
+        batch_cameras = cameras[index].to(device)
+        targets = targets_all[index].to(device)
+        loss = f.new_zeros(())
+        for camera in torch.unique(batch_cameras).tolist():
+            rows = batch_cameras == camera
+            loss = loss + centroid_contrastive_loss(
+                f[rows], memories.centroid_memory(camera), targets[rows], train.temperature, "sum"
+            )
+        loss = loss / len(f)
+        update = camera_memory_update(memories, batch_cameras, targets, index, train.momentum)
+        return BatchLosses(loss, {"loss_local": loss}, None, update)
+
+    def make_loader():
+        return epoch_loader(
+            state, data, local_gids(data.cameras, local), epoch, groups=data.cameras
+        )
+
+    train_epoch(state, epoch, "local", make_loader, batch_losses, loss_log)
+
+
+def cluster_counts(cameras: np.ndarray, local: np.ndarray) -> dict:
+    sizes = pd.Series(1, index=pd.MultiIndex.from_arrays([cameras, local])).groupby(level=[0, 1])
+    sizes = sizes.sum()
+    return {
+        "clusters": int(len(sizes)),
+        "singletons": int((sizes == 1).sum()),
+        "clusters_per_camera": {int(c): int(n) for c, n in sizes.groupby(level=0).size().items()},
+    }
+
+
+def run_local_clusters(
+    settings: Settings, images: pd.DataFrame, clip_path: str | Path | None, out_dir: str | Path
+) -> dict:
+    """Stage A: ``clusters.epochs`` epochs of cluster-then-train, then the final clusters."""
+    clusters = settings.clusters
+    check_cameras(images, clusters.images_per_cluster)
+    # Stage A's own schedule: no warm-up, cosine over its own epochs.
+    settings = settings.replace(
+        train=settings.train.replace(epochs=max(1, clusters.epochs), warmup_epochs=0)
+    )
+    seed_everything(settings.train.seed)
+    data = TrainingData(Path(settings.dataset.root), images, torch.zeros(0), 1.0)
+    state = TrainingState.create(settings, clip_path, n_gids=1)
+    start = time.perf_counter()
+    if settings.train.image_cache:
+        data.cache_images(settings.input.size)
+    cameras = np.array(data.cameras)  # a writable copy (torch shares it)
+
+    def cluster(features: torch.Tensor) -> np.ndarray:
+        return cluster_within_cameras(
+            features.numpy(),
+            cameras,
+            images_per_cluster=clusters.images_per_cluster,
+            k1=clusters.k1,
+            k2=clusters.k2,
+        )
+
+    features = initial_features(state, data)
+    loss_log = LossLog()
+    history = []
+    for epoch in range(1, clusters.epochs + 1):
+        tick = time.perf_counter()
+        local = cluster(features)
+        memories = IntraCameraMemories.from_features(
+            features, torch.as_tensor(cameras), torch.as_tensor(local)
+        ).to(state.device)
+        cluster_epoch(state, data, memories, local, epoch, loss_log)
+        state.epoch = epoch
+        features = train_features(state, data, f"epoch {epoch} features")
+        history.append({"epoch": epoch, "seconds": time.perf_counter() - tick,
+                        **cluster_counts(cameras, local)})  # fmt: skip
+        log.info("epoch %d (local): %s", epoch, history[-1])
+    local = cluster(features)
+    out_dir = Path(out_dir)
+    metrics = {
+        "epochs": clusters.epochs,
+        "seconds": time.perf_counter() - start,
+        "final": cluster_counts(cameras, local),
+        "history": history,
+    }
+    if distributed.is_main():
+        write_parquet(local_table(images, local), out_dir / "local_clusters.parquet")
+        write_parquet(train_table(images, local), out_dir / "train.parquet")
+        loss_log.write(out_dir / "log.parquet")
+        write_json(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def local_table(images: pd.DataFrame, local: np.ndarray) -> pd.DataFrame:
+    """``local_clusters.parquet``: each training image's camera and its cluster in that camera."""
+    return pd.DataFrame(
+        {
+            "path": images["path"].to_numpy(),
+            "camera": images["camera"].to_numpy().astype(np.int64),
+            "local_cluster": local.astype(np.int64),
+        }
+    )
+
+
+def train_table(images: pd.DataFrame, local: np.ndarray) -> pd.DataFrame:
+    """The training table stages 1-3 read, with the local clusters as the per-camera labels."""
+    table = images[IMAGE_COLUMNS].copy()
+    table["camera"] = table["camera"].astype(np.int64)
+    table["intra_id"] = local.astype(np.int64)
+    table["gid"] = local_gids(table["camera"].to_numpy(), table["intra_id"].to_numpy())
+    return table
