@@ -199,6 +199,8 @@ class ClustersSection(Section):
     min_size: int = _absent()
     pivot: str = _absent()
     weights_after: int = _absent()
+    alignment_epochs: int = _absent()
+    alignment_loss: str = _absent()
 
 
 @dataclass(frozen=True, repr=False, eq=False)

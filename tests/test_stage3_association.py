@@ -154,3 +154,58 @@ def test_camera_centering_setting_reaches_the_association(
     centroids = class_mean_features(features, torch.as_tensor(data.gids), data.n_gids)
     expected, _ = associate(center_per_camera(centroids.numpy(), cameras), cameras, 1.5)
     np.testing.assert_array_equal(centred.gid_labels, expected)
+
+
+def test_refined_clusters_with_camera_alignment_resume_exactly(
+    tiny_dataset: dict, intra_run: dict, tmp_path: Path
+) -> None:
+    """CALR's stage B (train.labels: refined) with the camera classifier in its first epoch:
+    epochs 3-4 in one job equal epoch 3, then epoch 4 resumed from its checkpoint."""
+    from ccafl.inference.checkpoints import load_checkpoint
+    from ccafl.training.alignment import CHECKPOINT_KEY
+
+    config = tiny_config(
+        tiny_dataset["root"],
+        train={"epochs": 4, "labels": "refined", "losses": {"ical": False}},
+        clusters={"alignment_epochs": 1, "weights_after": 1},
+    )
+    settings = Settings.from_config(config)
+    data, start, clip = intra_run["data"], intra_run["checkpoint"], tiny_dataset["clip"]
+    block = [tmp_path / "block" / f"epoch_{e:03d}" for e in (3, 4)]
+    inter.run_inter_epochs(settings, data, start, clip, [3, 4], block)
+    split = [tmp_path / "split" / f"epoch_{e:03d}" for e in (3, 4)]
+    inter.run_inter_epochs(settings, data, start, clip, [3], split[:1])
+    inter.run_inter_epochs(settings, data, split[0] / "checkpoint.pt", clip, [4], split[1:])
+    a = load_checkpoint(block[1] / "checkpoint.pt")["model"]
+    b = load_checkpoint(split[1] / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert CHECKPOINT_KEY in load_checkpoint(block[0] / "checkpoint.pt")
+    first = pd.read_parquet(block[0] / "log.parquet")
+    second = pd.read_parquet(block[1] / "log.parquet")
+    assert "loss_camera" in first.columns and first["loss_camera"].notna().all()
+    assert "loss_camera" not in second.columns  # alignment_epochs: 1
+    assert "loss_ical" not in first.columns  # no gid-level labels for L_ICAL
+    labels = pd.read_parquet(block[0] / "labels.parquet")
+    assert len(labels) == len(data.train)  # one row per image
+
+
+def test_camera_alignment_reverses_the_encoders_gradient() -> None:
+    from ccafl.training.alignment import CameraAlignment
+
+    f = torch.randn(8, 6, requires_grad=True)
+    cameras = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    alignment = CameraAlignment.create(6, 3, 1e-3, 0.0, "nll", torch.device("cpu"))
+    torch.manual_seed(1)  # the same dropout mask both times
+    alignment.loss(f, cameras).backward()
+    through_grl = f.grad.clone()
+    f.grad = None
+    torch.manual_seed(1)
+    logits = alignment.head(torch.nn.functional.normalize(f, dim=1))
+    torch.nn.functional.cross_entropy(logits, cameras).backward()
+    assert through_grl.abs().sum() > 0
+    torch.testing.assert_close(through_grl, -f.grad)
+    before = [p.clone() for p in alignment.head.parameters()]
+    alignment.step()
+    assert any(
+        not torch.equal(p, q) for p, q in zip(alignment.head.parameters(), before, strict=True)
+    )

@@ -34,6 +34,7 @@ from ccafl.losses import (
 )
 from ccafl.memory import PrototypeMemory, class_mean_features
 from ccafl.settings import Settings
+from ccafl.training.alignment import CHECKPOINT_KEY, CameraAlignment
 from ccafl.training.common import LossLog
 from ccafl.training.loop import BatchLosses, epoch_loader, train_epoch, train_features
 from ccafl.training.schedule import active_losses
@@ -55,6 +56,7 @@ def inter_epoch(
     features: torch.Tensor,
     epoch: int,
     loss_log: LossLog,
+    alignment: CameraAlignment | None = None,
 ) -> None:
     """One stage-3 epoch on the epoch's pseudo-labels: L_inter (Eq. 16), plus L_ICAL from
     E_adv (Eq. 18), prototypes updated per pseudo-label (Eq. 13)."""
@@ -65,13 +67,17 @@ def inter_epoch(
     n_labels = association.n_labels
     prototypes = PrototypeMemory.from_features(features, image_labels).to(device)
     gids = torch.as_tensor(data.gids)
+    cameras = torch.as_tensor(np.array(data.cameras))
     refined = isinstance(association, ImageClusters)
     if refined:
         # Clusters of images: a cluster's text is the mean of its images' t_g (Eq. 15 per
         # image); no gid-level label, so no L_ICAL; camera-entropy weights after the warm-up.
         label_text = class_mean_features(data.text_features[gids], image_labels, n_labels)
-        first = train.intra_epochs + 1 + state.settings.clusters.weights_after
+        clusters = state.settings.clusters
+        first = train.intra_epochs + 1 + clusters.weights_after
         weights = torch.as_tensor(association.weights) if epoch >= first else None
+        if epoch > train.intra_epochs + clusters.alignment_epochs:
+            alignment = None  # CALR: the camera loss in the first stage-B epochs only
     else:
         gid_labels = torch.as_tensor(association.gid_labels).to(device)
         label_text = label_text_features(data.text_features, association.gid_labels)
@@ -90,12 +96,16 @@ def inter_epoch(
             terms["loss_i2tce"] = image_text_cross_entropy(
                 p, label_text, targets, data.logit_scale, train.label_smoothing
             )
+        if alignment is not None:
+            terms["loss_camera"] = alignment.loss(f, cameras[index].to(device))
         if active.ical and not refined:
             q, negatives = ical_targets(batch_gids, gid_labels, data.n_gids, train.eps)
             logits = state.classifier(f, frozen_weights=True)
             terms["loss_ical"] = ical_loss(logits, q, negatives)
 
         def update_memory(f: torch.Tensor) -> None:
+            if alignment is not None:
+                alignment.step()  # after the backbone step's backward, as the engine runs it
             gather = distributed.all_gather_cat
             prototypes.update(
                 gather(F.normalize(f.detach(), dim=1)), gather(targets), train.momentum
@@ -133,6 +143,27 @@ def refine_epoch(
     return found
 
 
+def camera_alignment(
+    settings: Settings, state: TrainingState, data: TrainingData, epochs: list[int]
+) -> CameraAlignment | None:
+    """CALR's camera classifier, for a refined-cluster run whose alignment epochs are not all
+    behind it: restored from the previous checkpoint, or new at the first stage-3 epoch."""
+    train = settings.train
+    if train.labels != "refined" or settings.clusters.alignment_epochs == 0:
+        return None
+    if epochs[0] > train.intra_epochs + settings.clusters.alignment_epochs:
+        return None
+    return CameraAlignment.create(
+        state.module.feat_dim,
+        int(np.max(data.cameras)) + 1,
+        train.lr,
+        train.weight_decay,
+        settings.clusters.alignment_loss,
+        state.device,
+        saved=state.extra.get(CHECKPOINT_KEY),
+    )
+
+
 def run_inter_epochs(
     settings: Settings,
     data: TrainingData,
@@ -166,6 +197,7 @@ def run_inter_epochs(
         )
     if settings.train.image_cache:
         data.cache_images(settings.input.size)
+    alignment = camera_alignment(settings, state, data, epochs)
     startup = time.perf_counter() - start
     results = []
     for epoch, out_dir in zip(epochs, out_dirs, strict=True):
@@ -191,10 +223,11 @@ def run_inter_epochs(
             association.write(out_dir, data.train)
         tick = time.perf_counter()
         loss_log = LossLog()
-        inter_epoch(state, data, association, features, epoch, loss_log)
+        inter_epoch(state, data, association, features, epoch, loss_log, alignment)
         state.epoch = epoch
         timings["training_s"] = time.perf_counter() - tick
-        state.save(out_dir / "checkpoint.pt")
+        extra = {} if alignment is None else {CHECKPOINT_KEY: alignment.state_dict()}
+        state.save(out_dir / "checkpoint.pt", **extra)
         loss_log.write(out_dir / "log.parquet")
         n_clusters = association.n_labels
         metrics = {

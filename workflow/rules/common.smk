@@ -116,7 +116,16 @@ INTER_KEYS = (
 )
 # CALR's stage B (train.labels: refined) reads these in stage 3, and only there.
 STAGE_B_KEYS = tuple(
-    f"clusters.{key}" for key in ("k", "min_similarity", "min_size", "pivot", "weights_after")
+    f"clusters.{key}"
+    for key in (
+        "k",
+        "min_similarity",
+        "min_size",
+        "pivot",
+        "weights_after",
+        "alignment_epochs",
+        "alignment_loss",
+    )
 )
 
 
