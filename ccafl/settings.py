@@ -198,6 +198,7 @@ class ClustersSection(Section):
     min_similarity: float = _absent()
     min_size: int = _absent()
     pivot: str = _absent()
+    refine: bool = _absent()
     weights_after: int = _absent()
     alignment_epochs: int = _absent()
     alignment_loss: str = _absent()

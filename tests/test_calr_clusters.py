@@ -227,3 +227,16 @@ def test_the_sampler_never_draws_an_image_labelled_negative():
     labels = np.array([0, 0, -1, 1, 1, -1, 2, 2])
     drawn = {i for batch in PKBatchSampler(labels, 3, 2, 20, seed=1) for i in batch}
     assert drawn == {0, 1, 3, 4, 6, 7}
+
+
+def test_refinement_off_trains_on_the_global_clusters():
+    from ccafl.association.pseudo_labels import refined_clusters
+
+    feats, truth = _blobs(3, 8, spread=0.03)
+    cameras = np.tile(np.array([0, 1]), 12)
+    local = np.arange(24)  # every image its own local cluster: refinement would drop a lot
+    args = dict(k=8, min_similarity=0.5, min_size=5)
+    off = refined_clusters(torch.as_tensor(feats), cameras, local, refine=False, **args)
+    on = refined_clusters(torch.as_tensor(feats), cameras, local, **args)
+    np.testing.assert_array_equal(off.image_labels, off.global_labels)
+    assert on.n_trained < off.n_trained

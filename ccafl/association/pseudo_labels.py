@@ -131,6 +131,7 @@ def refined_clusters(
     min_similarity: float,
     min_size: int,
     pivot: str = "densest",
+    refine: bool = True,
 ) -> ImageClusters:
     """CALR's stage-B labels: global Infomap clusters of the image features, refined by each
     cluster's pivot against the per-camera labels (``local_labels``: train.parquet's
@@ -138,9 +139,10 @@ def refined_clusters(
     glob, graph = global_clusters(
         features.numpy(), k=k, min_similarity=min_similarity, drop_size_le=min_size - 1
     )
-    refined = refine_by_pivots(
-        glob, local_labels, cameras, select_pivots(glob, graph.score, rule=pivot)
-    )
+    refined = glob
+    if refine:
+        pivots = select_pivots(glob, graph.score, rule=pivot)
+        refined = refine_by_pivots(glob, local_labels, cameras, pivots)
     # Clusters emptied by the refinement are dropped; the rest are renumbered 0..Z-1.
     kept = np.unique(refined[refined >= 0])
     code = np.full(int(glob.max()) + 2 if glob.size else 1, -1, dtype=np.int64)

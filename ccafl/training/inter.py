@@ -134,6 +134,7 @@ def refine_epoch(
         min_similarity=clusters.min_similarity,
         min_size=clusters.min_size,
         pivot=clusters.pivot,
+        refine=clusters.get("refine", True),  # runs configured before the key: on
     )
     if found.n_trained == 0:
         raise UserError(

@@ -122,6 +122,7 @@ STAGE_B_KEYS = tuple(
         "min_similarity",
         "min_size",
         "pivot",
+        "refine",
         "weights_after",
         "alignment_epochs",
         "alignment_loss",
