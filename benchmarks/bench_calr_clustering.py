@@ -70,9 +70,12 @@ def make_images(n: int, n_ids: int, n_cameras: int, dim: int, seed: int):
 
 def dense_global(feats: np.ndarray, k: int = 15, min_similarity: float = 0.5) -> np.ndarray:
     unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-    similarity = unit @ unit.T
+    similarity = unit @ unit.T  # the whole N x N matrix (4 GiB at 32,621)
     n = len(unit)
-    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    nearest = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, 2048):  # top-k row block by row block (no N x N index array)
+        block = similarity[start : start + 2048]
+        nearest[start : start + 2048] = np.argpartition(-block, k - 1, axis=1)[:, :k]
     sims = np.take_along_axis(similarity, nearest, axis=1).astype(np.float64)
     distance = 1.0 - sims
     rows = np.repeat(np.arange(n), k).reshape(n, k)

@@ -76,12 +76,12 @@ rule sweep:
 # CALR's refined clusters in stage 3 (`calr`).
 rule usl:
     input:
-        usl_targets("usl"),
+        lambda w: usl_targets("usl"),
 
 
 rule calr:
     input:
-        usl_targets("calr"),
+        lambda w: usl_targets("calr"),
 
 
 rule calibration:
