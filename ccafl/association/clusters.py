@@ -27,8 +27,9 @@ No function here reads a person id; ``ccafl.association.quality`` scores results
 
 from __future__ import annotations
 
-import warnings
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -147,12 +148,16 @@ def infomap_modules(graph: KnnGraph, *, seed: int = 1) -> np.ndarray:
             graph.src.tolist(), graph.dst.tolist(), graph.weight.tolist(), strict=True
         ):
             finder.add_link(i, j, w)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # infomap >= 2.16 deprecates the 2.x accessors
-            result = finder.run()
-            modules = result.modules() if hasattr(result, "modules") else finder.get_modules()
-        for node, module in modules.items():
-            labels[node] = module
+        finder.run()
+        # The modules are read back from Infomap's .clu file, not through its Python result
+        # objects: their SWIG iterators collide with faiss's SWIG module in one process
+        # (a segmentation fault when faiss was imported first).
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "modules.clu"
+            finder.write_clu(str(path))
+            table = np.loadtxt(path, comments="#", ndmin=2)
+        if len(table):
+            labels[table[:, 0].astype(np.int64)] = table[:, 1].astype(np.int64)
     singles = labels < 0
     labels[singles] = labels.max(initial=0) + 1 + np.arange(singles.sum())
     _, first = np.unique(labels, return_index=True)
