@@ -3,8 +3,8 @@
 An unsupervised (CALR) epoch clusters the whole training set twice (``ccafl.association.clusters``):
 
 * **global**: a cosine kNN graph (k = 15) by an exact faiss inner-product search, then Infomap.
-  Baseline: the same graph from the full N x N similarity matrix in numpy (argpartition per
-  row), then the same Infomap. Both run at ``--images``.
+  Baseline: the same graph from the full N x N similarity matrix (one torch product,
+  argpartition per row block), then the same Infomap. Both run at ``--images``.
 * **per camera**: each camera's k-reciprocal Jaccard distance (n_c x n_c) and average-linkage
   agglomerative clustering into n_c // 5 clusters. Baseline: one Jaccard distance over all N
   images, each camera's block cut out of it (what clustering "within cameras" costs when the
@@ -70,7 +70,12 @@ def make_images(n: int, n_ids: int, n_cameras: int, dim: int, seed: int):
 
 def dense_global(feats: np.ndarray, k: int = 15, min_similarity: float = 0.5) -> np.ndarray:
     unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-    similarity = unit @ unit.T  # the whole N x N matrix (4 GiB at 32,621)
+    # The whole N x N matrix (4 GiB at 32,621), by torch: numpy's bundled OpenBLAS crashes on
+    # a product this size.
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))
+    similarity = (t @ t.T).numpy()
     n = len(unit)
     nearest = np.empty((n, k), dtype=np.int64)
     for start in range(0, n, 2048):  # top-k row block by row block (no N x N index array)
