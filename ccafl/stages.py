@@ -89,12 +89,11 @@ def prompt(args: argparse.Namespace, settings: Settings) -> None:
 )
 def local_clusters(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl import distributed
-    from ccafl.training.local import check_cameras, read_images, run_local_clusters
+    from ccafl.training.local import read_images, run_local_clusters
 
-    images = read_images(args.ics_dir / "train.parquet")
-    check_cameras(images, settings.clusters.images_per_cluster, str(args.ics_dir / "train.parquet"))
+    table = args.ics_dir / "train.parquet"
     distributed.init_from_env()
-    metrics = run_local_clusters(settings, images, args.clip, args.out_dir)
+    metrics = run_local_clusters(settings, read_images(table), args.clip, args.out_dir, str(table))
     log.info("stage A: %s clusters (%s singletons) in %.0f s", metrics["final"]["clusters"],
              metrics["final"]["singletons"], metrics["seconds"])  # fmt: skip
     distributed.shutdown()

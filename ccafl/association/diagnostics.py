@@ -33,29 +33,28 @@ def truth_per_gid(train: pd.DataFrame, truth_path: str | Path) -> np.ndarray | N
     return counts.drop_duplicates("gid")["pid"].to_numpy()
 
 
+def truth_per_image(table: pd.DataFrame, truth_path: str | Path) -> np.ndarray | None:
+    """Person id of each row of ``table`` (by path), or None without training truth."""
+    truth = pd.read_parquet(truth_path)
+    if (truth["pid"] < 0).all():
+        return None
+    joined = table[["path"]].merge(truth, on="path", how="left", validate="one_to_one")
+    return joined["pid"].to_numpy()
+
+
 def local_cluster_quality(clusters_path: str | Path, truth_path: str | Path) -> dict:
     """Stage A's local clusters against the true ids, within each camera (CALR Fig. 5's
     *local* curve: per camera, weighted by its share of images); {} without training truth."""
-    from ccafl.association.quality import bcubed_quality
+    from ccafl.association.quality import per_camera_quality
 
     clusters = pd.read_parquet(clusters_path)
-    truth = pd.read_parquet(truth_path)
-    if (truth["pid"] < 0).all():
+    pid = truth_per_image(clusters, truth_path)
+    if pid is None:
         return {}
-    joined = clusters.merge(truth, on="path", how="left", validate="one_to_one")
-    quality: dict[str, float] = {}
-    for _, rows in joined.groupby("camera"):
-        share = len(rows) / len(joined)
-        labels, pids = rows["local_cluster"].to_numpy(), rows["pid"].to_numpy()
-        pairwise = association_quality(labels, pids)
-        values = {f"bcubed_{k}": v for k, v in bcubed_quality(labels, pids).items()
-                  if k in ("precision", "recall", "f_score")}  # fmt: skip
-        values |= {f"pairwise_{k}": pairwise[k] for k in ("precision", "recall", "f_score")}
-        values["expansion"] = bcubed_quality(labels, pids)["expansion"]
-        for key, value in values.items():
-            quality[key] = quality.get(key, 0.0) + share * float(value)
-    quality["n_images"] = int(len(joined))
-    quality["n_clusters"] = int(joined.groupby(["camera", "local_cluster"]).ngroups)
+    quality = per_camera_quality(clusters["local_cluster"], clusters["camera"], pid)
+    del quality["n"]
+    quality["n_images"] = int(len(clusters))
+    quality["n_clusters"] = int(clusters.groupby(["camera", "local_cluster"]).ngroups)
     return quality
 
 
@@ -66,16 +65,15 @@ def image_cluster_diagnostics(table: pd.DataFrame, truth_path: str | Path) -> di
     set's pairwise figures, so the report's association plot shows them."""
     from ccafl.association.quality import calr_cluster_quality
 
-    truth = pd.read_parquet(truth_path)
-    if (truth["pid"] < 0).all():
+    pid = truth_per_image(table, truth_path)
+    if pid is None:
         return {}
-    pid = table[["path"]].merge(truth, on="path", how="left", validate="one_to_one")["pid"]
     quality = calr_cluster_quality(
         table["global_cluster"].to_numpy(),
         table["cluster"].to_numpy(),
         table["local_cluster"].to_numpy(),
         table["camera"].to_numpy(),
-        pid.to_numpy(),
+        pid,
     )
     out = {
         f"clusters_{name}_{key}": value for name, q in quality.items() for key, value in q.items()

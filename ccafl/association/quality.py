@@ -114,28 +114,36 @@ def calr_cluster_quality(
     global_labels, refined_labels, local_labels, cameras, truth = (
         np.asarray(a) for a in (global_labels, refined_labels, local_labels, cameras, truth)
     )
-
-    def both(labels: np.ndarray, ids: np.ndarray) -> dict[str, float]:
-        pairwise = association_quality(labels, ids)
-        bcubed = bcubed_quality(labels, ids)
-        row = {f"pairwise_{k}": float(pairwise[k]) for k in ("precision", "recall", "f_score")}
-        row |= {f"bcubed_{k}": float(bcubed[k]) for k in ("precision", "recall", "f_score")}
-        row["expansion"] = float(bcubed["expansion"])
-        row["n"] = float(len(labels))
-        return row
-
     kept = refined_labels >= 0
+    return {
+        "global": cluster_quality(global_labels, truth),
+        "refined": cluster_quality(refined_labels[kept], truth[kept]),
+        "local": per_camera_quality(local_labels, cameras, truth),
+    }
+
+
+def cluster_quality(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Pairwise and BCubed precision/recall/F, expansion and the sample count ``n``."""
+    pairwise = association_quality(labels, truth)
+    bcubed = bcubed_quality(labels, truth)
+    row = {f"pairwise_{k}": float(pairwise[k]) for k in ("precision", "recall", "f_score")}
+    row |= {f"bcubed_{k}": float(bcubed[k]) for k in ("precision", "recall", "f_score")}
+    row["expansion"] = float(bcubed["expansion"])
+    row["n"] = float(len(labels))
+    return row
+
+
+def per_camera_quality(labels: np.ndarray, cameras: np.ndarray, truth: np.ndarray) -> dict:
+    """:func:`cluster_quality` of per-camera labels, camera by camera, averaged with weights
+    N_c / N (``n`` is the total): CALR's *local* curve."""
+    labels, cameras, truth = np.asarray(labels), np.asarray(cameras), np.asarray(truth)
     local: dict[str, float] = {}
     for camera in np.unique(cameras):
         rows = cameras == camera
         share = rows.sum() / len(cameras)
-        for key, value in both(local_labels[rows], truth[rows]).items():
+        for key, value in cluster_quality(labels[rows], truth[rows]).items():
             local[key] = local.get(key, 0.0) + (value if key == "n" else share * value)
-    return {
-        "global": both(global_labels, truth),
-        "refined": both(refined_labels[kept], truth[kept]),
-        "local": local,
-    }
+    return local
 
 
 def _pairs(sizes: np.ndarray) -> int:

@@ -45,6 +45,14 @@ def _camera_order(names: pd.Series) -> list[str]:
     return sorted(names.unique(), key=key)
 
 
+def global_ids(cameras: np.ndarray, intra_ids: np.ndarray) -> np.ndarray:
+    """gid = offset[camera] + intra_id, offsets accumulated over cameras in camera order, so
+    gids are contiguous and ordered by camera then intra id."""
+    per_camera = pd.Series(intra_ids).groupby(np.asarray(cameras)).max().add(1)
+    offsets = per_camera.cumsum().shift(fill_value=0)
+    return (pd.Series(cameras).map(offsets).to_numpy() + np.asarray(intra_ids)).astype(np.int64)
+
+
 def relabel(raw: RawDataset) -> ICSTables:
     """Assign intra ids (contiguous per camera) and gids (ordered by camera then intra id)."""
     for split in ("train", "query", "gallery"):
@@ -61,8 +69,7 @@ def relabel(raw: RawDataset) -> ICSTables:
     train["intra_id"] = train.groupby("camera")["intra_label"].rank(method="dense").astype("int64")
     train["intra_id"] -= 1
     ids_per_camera = train.groupby("camera")["intra_id"].max().add(1)
-    offsets = ids_per_camera.cumsum().shift(fill_value=0)
-    train["gid"] = train["camera"].map(offsets).astype("int64") + train["intra_id"]
+    train["gid"] = global_ids(train["camera"].to_numpy(), train["intra_id"].to_numpy())
     train = train.reset_index(drop=True)
 
     if int(ids_per_camera.max()) < 2:

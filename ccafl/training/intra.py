@@ -62,8 +62,9 @@ def per_camera_losses(
     def add(name: str, value: torch.Tensor) -> None:
         sums[name] = sums[name] + value if name in sums else value
 
-    text = data.text_features.to(f.device)
-    gids_of_camera = data.gids_of_camera
+    if active.i2tce:  # only then: stage A's data has neither texts nor gids
+        text = data.text_features.to(f.device)
+        gids_of_camera = data.gids_of_camera
     for camera in torch.unique(batch_cameras).tolist():
         rows = batch_cameras == camera
         f_c, y_c = f[rows], targets[rows]

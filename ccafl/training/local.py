@@ -29,21 +29,26 @@ import torch
 
 from ccafl import distributed
 from ccafl.association.clusters import cluster_within_cameras
+from ccafl.data.ics import global_ids
 from ccafl.errors import UserError
 from ccafl.io import write_json, write_parquet
-from ccafl.losses import centroid_contrastive_loss
 from ccafl.memory import IntraCameraMemories
 from ccafl.seeding import seed_everything
 from ccafl.settings import Settings
 from ccafl.training.common import LossLog
-from ccafl.training.intra import camera_memory_update, initial_features
+from ccafl.training.intra import camera_memory_update, initial_features, per_camera_losses
 from ccafl.training.loop import BatchLosses, epoch_loader, train_epoch, train_features
+from ccafl.training.schedule import ActiveLosses
 from ccafl.training.state import TrainingData, TrainingState
 
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ["path", "camera", "camera_name"]
 LOCAL_COLUMNS = ["path", "camera", "local_cluster"]
+# Stage A's loss: L_intra1 (Eq. 7) alone, each image against its own camera's clusters.
+LOCAL_LOSSES = ActiveLosses(
+    intra1=True, intra2=False, i2tce=False, ipcl=False, gid=False, ical=False
+)
 
 
 def read_images(train_table: str | Path) -> pd.DataFrame:
@@ -71,10 +76,9 @@ def check_cameras(images: pd.DataFrame, images_per_cluster: int, source: str = "
 
 
 def local_gids(cameras: np.ndarray, local: np.ndarray) -> np.ndarray:
-    """One id per (camera, local cluster), ordered by camera then cluster, contiguous."""
-    per_camera = pd.Series(local).groupby(cameras).max().add(1)
-    offsets = per_camera.cumsum().shift(fill_value=0)
-    return (pd.Series(cameras).map(offsets).to_numpy() + local).astype(np.int64)
+    """One id per (camera, local cluster), ordered by camera then cluster, contiguous: the ICS
+    gid rule (:func:`ccafl.data.ics.global_ids`) on the local clusters."""
+    return global_ids(cameras, local)
 
 
 def cluster_epoch(
@@ -94,13 +98,10 @@ def cluster_epoch(
     def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
         batch_cameras = cameras[index].to(device)
         targets = targets_all[index].to(device)
-        loss = f.new_zeros(())
-        for camera in torch.unique(batch_cameras).tolist():
-            rows = batch_cameras == camera
-            loss = loss + centroid_contrastive_loss(
-                f[rows], memories.centroid_memory(camera), targets[rows], train.temperature, "sum"
-            )
-        loss = loss / len(f)
+        terms = per_camera_losses(
+            f, p, batch_cameras, targets, None, memories, data, train, LOCAL_LOSSES
+        )
+        loss = terms["loss_intra1"]
         update = camera_memory_update(memories, batch_cameras, targets, index, train.momentum)
         return BatchLosses(loss, {"loss_local": loss}, None, update)
 
@@ -123,11 +124,17 @@ def cluster_counts(cameras: np.ndarray, local: np.ndarray) -> dict:
 
 
 def run_local_clusters(
-    settings: Settings, images: pd.DataFrame, clip_path: str | Path | None, out_dir: str | Path
+    settings: Settings,
+    images: pd.DataFrame,
+    clip_path: str | Path | None,
+    out_dir: str | Path,
+    source: str = "",
 ) -> dict:
-    """Stage A: ``clusters.epochs`` epochs of cluster-then-train, then the final clusters."""
+    """Stage A: ``clusters.epochs`` epochs of cluster-then-train, then the final clusters.
+
+    ``source``: where ``images`` came from, for the one-line input errors."""
     clusters = settings.clusters
-    check_cameras(images, clusters.images_per_cluster)
+    check_cameras(images, clusters.images_per_cluster, source)
     # Stage A's own schedule: no warm-up, cosine over its own epochs.
     settings = settings.replace(
         train=settings.train.replace(epochs=max(1, clusters.epochs), warmup_epochs=0)
