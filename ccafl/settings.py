@@ -163,6 +163,7 @@ class TrainSection(Section):
     eps: float = _absent()
     threshold: float = _absent()
     camera_centering: bool = _absent()
+    association_search: str = _absent()
     label_smoothing: float = _absent()
     classifier_temperature: float = _absent()
     classifier_lr: float = _absent()

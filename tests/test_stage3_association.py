@@ -116,7 +116,8 @@ class _Stop(Exception):
 def test_camera_centering_setting_reaches_the_association(
     tiny_dataset: dict, intra_run: dict, tmp_path: Path
 ) -> None:
-    """train.camera_centering: true associates the camera-centred centroids (and only then)."""
+    """train.camera_centering: true associates the camera-centred centroids (and only then);
+    train.association_search reaches the search."""
     from ccafl.association.graph import associate, center_per_camera
     from ccafl.association.pseudo_labels import associate_identities
     from ccafl.memory import class_mean_features
@@ -127,10 +128,11 @@ def test_camera_centering_setting_reaches_the_association(
         calls.append(kwargs)
         raise _Stop
 
-    for centring in (False, True):
-        config = tiny_config(
-            tiny_dataset["root"], train={"epochs": 3, "camera_centering": centring}
-        )
+    for centring, search in ((False, "auto"), (True, "approximate")):
+        train = {"epochs": 3, "camera_centering": centring}
+        if search != "auto":  # auto: the default
+            train["association_search"] = search
+        config = tiny_config(tiny_dataset["root"], train=train)
         with pytest.MonkeyPatch.context() as patch, pytest.raises(_Stop):
             patch.setattr(inter, "associate_identities", spy)
             inter.run_inter_epochs(
@@ -141,7 +143,10 @@ def test_camera_centering_setting_reaches_the_association(
                 [3],
                 [tmp_path / "epoch_003"],
             )
-    assert calls == [{"camera_centering": False}, {"camera_centering": True}]
+    assert calls == [
+        {"camera_centering": False, "search": "auto"},
+        {"camera_centering": True, "search": "approximate"},
+    ]
 
     # What the flag does: Eq. 12 on center_per_camera of the gid centroids.
     data = intra_run["data"]

@@ -14,10 +14,12 @@ Every inter-camera epoch turns one centroid per global ICS id (gid) into pseudo-
    wrong somewhere. While a component has a conflict its longest edge is removed and its
    components recomputed (see :func:`conflict_free_components` for the efficient equivalent).
 
-The search is exact and costs N_G^2 * D multiply-adds: seconds on a CPU for real ICS sets
+The exact search costs N_G^2 * D multiply-adds: seconds on a CPU for real ICS sets
 (thousands of gids), but ~3.8e13 flops at 100k x 2048, minutes on a 2-core CPU
-(benchmarks/bench_association.py); there the GPU index is the way. Host memory stays about the
-input plus one camera's vectors, never N_G^2.
+(benchmarks/bench_association.py). There ``search="approximate"`` (chosen by "auto" from
+:data:`APPROXIMATE_FROM` gids on a CPU) runs step 2 in a principal subspace with inverted lists
+(:func:`approximate_nearest_per_camera`); steps 3-4 and the distances stay exact. Host memory
+stays about the input plus one camera's vectors, never N_G^2.
 
 The cross-camera person id is never used here; `ccafl.association.quality` compares the result
 with it for diagnostics only.
@@ -35,10 +37,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 __all__ = [
+    "APPROXIMATE_FROM",
     "EDGE_COLUMNS",
+    "SEARCH_MODES",
     "AssociationGraph",
     "associate",
     "associate_graph",
+    "approximate_nearest_per_camera",
     "center_per_camera",
     "conflict_free_components",
     "faiss_has_gpu",
@@ -48,6 +53,15 @@ logger = logging.getLogger(__name__)
 
 #: Columns of ``inter/epoch_k/graph.parquet`` (DESIGN.md section 4), in this order.
 EDGE_COLUMNS = ("src_gid", "dst_gid", "src_camera", "dst_camera", "distance")
+
+#: Values of ``associate(search=...)`` and of the ``train.association_search`` setting.
+SEARCH_MODES = ("exact", "approximate", "auto")
+
+#: From this many gids on, ``search="auto"`` takes the approximate path on a CPU: there the
+#: exact search takes over a minute on 2 cores, the approximate one seconds
+#: (benchmarks/bench_association.py, docs/benchmarks.md). Below it, and wherever faiss has a
+#: GPU (exact search at 100k gids in about a second), the exact path runs.
+APPROXIMATE_FROM = 50_000
 
 # Query rows per faiss call: bounds the normalised copy of a chunk (16 Mi floats = 64 MiB).
 _CHUNK_FLOATS = 1 << 24
@@ -83,21 +97,24 @@ def associate(
     cameras: np.ndarray,
     threshold: float,
     *,
+    search: str = "exact",
     use_gpu: bool | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Pseudo-label per gid and the kept association edges (the graph.parquet table).
 
     ``centroids`` (N_G, D): one row per gid (gid = row index), L2-normalised here, so
     ``threshold`` is a Euclidean distance between unit vectors in [0, 2] as in the paper.
-    ``cameras`` (N_G,): camera of each gid (any ints). ``use_gpu``: None uses a faiss GPU
-    index when faiss has one, True requires it, False forces the CPU.
+    ``cameras`` (N_G,): camera of each gid (any ints). ``search``: "exact", "approximate"
+    (:func:`approximate_nearest_per_camera`) or "auto" (approximate from
+    :data:`APPROXIMATE_FROM` gids on, on a CPU). ``use_gpu``: None uses a faiss GPU index when faiss has
+    one, True requires it, False forces the CPU.
 
     Returns ``labels`` (int64, contiguous 0..Z-1, numbered by the smallest gid of each
     cluster, singletons included) and ``edges`` with exactly :data:`EDGE_COLUMNS`
     (ids int64, distance float32, src_gid < dst_gid, sorted). The edges removed to break
     camera conflicts are in :func:`associate_graph`.
     """
-    graph = associate_graph(centroids, cameras, threshold, use_gpu=use_gpu)
+    graph = associate_graph(centroids, cameras, threshold, search=search, use_gpu=use_gpu)
     return graph.labels, graph.kept_edges
 
 
@@ -106,13 +123,23 @@ def associate_graph(
     cameras: np.ndarray,
     threshold: float,
     *,
+    search: str = "exact",
     use_gpu: bool | None = None,
 ) -> AssociationGraph:
     """:func:`associate` with the removed edges kept in view (``edges["kept"]``)."""
+    if search not in SEARCH_MODES:
+        raise ValueError(f"search must be one of {', '.join(SEARCH_MODES)}, got {search!r}")
     vectors, camera_values, camera_codes = _validate(centroids, cameras, threshold)
     n_gids = vectors.shape[0]
     norms = _row_norms(vectors)
-    nearest_gid = _nearest_per_camera(vectors, norms, camera_codes, len(camera_values), use_gpu)
+    if search == "approximate" or (
+        search == "auto" and n_gids >= APPROXIMATE_FROM and not faiss_has_gpu()
+    ):
+        nearest_gid = approximate_nearest_per_camera(
+            vectors, norms, camera_codes, len(camera_values), use_gpu=use_gpu
+        )
+    else:
+        nearest_gid = _nearest_per_camera(vectors, norms, camera_codes, len(camera_values), use_gpu)
     src, dst = _mutual_pairs(nearest_gid, camera_codes)
     distance = _pair_distances(vectors, norms, src, dst)
     # Compare the stored float32 value, so every written edge satisfies distance < T.
@@ -277,6 +304,146 @@ def _nearest_per_camera(
             nearest_gid[rows, camera] = members[hits[:, 0]]
         del index
     return nearest_gid
+
+
+def approximate_nearest_per_camera(
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    camera_codes: np.ndarray,
+    n_cameras: int,
+    *,
+    dims: int = 128,
+    probes: int = 4,
+    sample: int = 8192,
+    seed: int = 0,
+    use_gpu: bool | None = None,
+) -> np.ndarray:
+    """:func:`_nearest_per_camera` by an inverted-file search in a principal subspace.
+
+    The exact search costs N_G^2 * D; this one about N_G^2 * (dims + 1) * probes / sqrt(n)
+    for cameras of n gids, so 100k gids x 2048-d take seconds on 2 cores instead of minutes:
+
+    1. The unit centroids, centred, are projected on their ``dims`` leading principal axes
+       (randomised SVD of a seeded ``sample`` of rows, two power iterations). Trained ReID
+       features concentrate on few axes; what the projection drops of a vector is kept as one
+       more coordinate, its residual norm r, on the database side only, so the searched
+       distance is ``|P(x - y)|^2 + r_y^2``: exactly ``|x - y|^2`` up to the cross term of the
+       two residuals, which is small when the residuals are noise.
+    2. Blocked per camera pair, as the exact path: one faiss IVF-Flat index per camera
+       (about sqrt(n) lists, k-means seeded), every gid of the other cameras queried with
+       ``probes`` lists, k = 1.
+
+    Deterministic for a fixed input and thread count (seeded sample, projection and k-means),
+    so a resumed epoch reproduces its graph. Edge recall against the exact graph is printed by
+    the benchmark; nearest neighbours with a clear margin (true matches) are found, ties among
+    unrelated gids are where it differs.
+    """
+    n_gids, dim = vectors.shape
+    nearest_gid = np.full((n_gids, n_cameras), -1, dtype=np.int64)
+    if n_cameras < 2:
+        return nearest_gid
+    if dims + 1 >= dim:
+        return _nearest_per_camera(vectors, norms, camera_codes, n_cameras, use_gpu)
+    projected = _principal_projection(vectors, norms, dims, sample, seed)
+    coords = np.ascontiguousarray(projected[:, :dims])
+    residual_sq = np.square(projected[:, dims], dtype=np.float32)
+    del projected
+    # A camera's style shifts all its gids alike: a query from camera a is probed where it
+    # would lie in camera c (shifted by c's mean minus a's), while its distances stay its own.
+    camera_means = np.stack(
+        [coords[camera_codes == camera].mean(axis=0) for camera in range(n_cameras)]
+    )
+    for camera in range(n_cameras):
+        members = np.flatnonzero(camera_codes == camera)
+        others = np.flatnonzero(camera_codes != camera)
+        shifted = coords[others] - camera_means[camera_codes[others]] + camera_means[camera]
+        hits = _inverted_file_nearest(
+            coords[members], residual_sq[members], coords[others], probes, seed, shifted
+        )
+        nearest_gid[others, camera] = members[hits]
+    return nearest_gid
+
+
+def _principal_projection(
+    vectors: np.ndarray, norms: np.ndarray, dims: int, sample: int, seed: int
+) -> np.ndarray:
+    """(N_G, dims + 1) float32: centred unit rows on ``dims`` principal axes, then the norm
+    of what the axes leave out."""
+    n_gids, dim = vectors.shape
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(n_gids, min(n_gids, sample), replace=False))
+    rows = vectors[picked] / norms[picked, None]
+    mean = rows.mean(axis=0)
+    rows -= mean
+    # Randomised range finder (Halko et al. 2011) with two power iterations, then an exact SVD
+    # of the small (dims + 16) x D matrix.
+    basis = rows @ rng.standard_normal((dim, dims + 16)).astype(np.float32)
+    for _ in range(2):
+        basis = np.linalg.qr(basis)[0]
+        basis = rows @ (rows.T @ basis)
+    basis = np.linalg.qr(basis)[0]
+    axes = np.linalg.svd(basis.T @ rows, full_matrices=False)[2][:dims]
+    axes = np.ascontiguousarray(axes.T, dtype=np.float32)  # (D, dims)
+    del rows, basis
+    projected = np.empty((n_gids, dims + 1), dtype=np.float32)
+    step = _row_chunk(dim)
+    for start in range(0, n_gids, step):
+        block = vectors[start : start + step] / norms[start : start + step, None]
+        block -= mean
+        coords = block @ axes
+        projected[start : start + step, :dims] = coords
+        residual = np.einsum("ij,ij->i", block, block) - np.einsum("ij,ij->i", coords, coords)
+        projected[start : start + step, dims] = np.sqrt(np.maximum(residual, 0.0))
+    return projected
+
+
+def _inverted_file_nearest(
+    database: np.ndarray,
+    residual_sq: np.ndarray,
+    queries: np.ndarray,
+    probes: int,
+    seed: int,
+    probe_queries: np.ndarray | None = None,
+) -> np.ndarray:
+    """Row of ``database`` nearest to each query, |q - y|^2 + residual_sq[y], searched in the
+    ``probes`` k-means lists nearest to the query (an IVF-Flat search), or to its row of
+    ``probe_queries`` where given (where to look, not what is compared).
+
+    faiss clusters the rows into about sqrt(n) lists and finds every query's lists; the
+    distances inside a list are one matrix product per list (BLAS), several times faster on a
+    CPU than faiss's per-query list scan at these sizes. Lists are visited in order and a
+    later list wins only with a strictly smaller distance, so the result is deterministic.
+    """
+    count, width = database.shape
+    n_lists = max(1, int(round(np.sqrt(count))))
+    kmeans = faiss.Kmeans(width, n_lists, niter=10, seed=seed, min_points_per_centroid=1)
+    kmeans.train(database)
+    list_of_row = kmeans.index.search(database, 1)[1][:, 0]
+    where = queries if probe_queries is None else probe_queries
+    probed = kmeans.index.search(np.ascontiguousarray(where), min(probes, n_lists))[1]
+    # The query's own |q|^2 is the same for all candidates: left out of the comparison.
+    database_sq = np.einsum("ij,ij->i", database, database) + residual_sq
+    best = np.full(len(queries), np.inf, dtype=np.float32)
+    best_row = np.zeros(len(queries), dtype=np.int64)
+    rows_by_list = np.argsort(list_of_row, kind="stable")
+    row_bounds = np.searchsorted(list_of_row[rows_by_list], np.arange(n_lists + 1))
+    probe_list = probed.ravel()
+    queries_by_list = np.argsort(probe_list, kind="stable") // probed.shape[1]
+    query_bounds = np.searchsorted(np.sort(probe_list), np.arange(n_lists + 1))
+    for list_id in range(n_lists):
+        rows = rows_by_list[row_bounds[list_id] : row_bounds[list_id + 1]]
+        asking = queries_by_list[query_bounds[list_id] : query_bounds[list_id + 1]]
+        if not len(rows) or not len(asking):
+            continue
+        scores = queries[asking] @ database[rows].T
+        scores *= -2.0
+        scores += database_sq[rows]
+        nearest = np.argmin(scores, axis=1)
+        value = scores[np.arange(len(asking)), nearest]
+        better = value < best[asking]
+        best[asking[better]] = value[better]
+        best_row[asking[better]] = rows[nearest[better]]
+    return best_row
 
 
 def _gpu_resources(use_gpu: bool | None) -> object | None:

@@ -64,18 +64,20 @@ def associate_identities(
     threshold: float,
     *,
     camera_centering: bool = False,
+    search: str = "exact",
 ) -> Association:
     """Eq. 12 on the gid centroids of the current features (``gids``, ``cameras``: per image).
 
     ``camera_centering``: associate the camera-centred centroids (:func:`center_per_camera`)
-    instead of the raw ones; False is the paper's association.
+    instead of the raw ones; False is the paper's association. ``search``: the nearest-neighbour
+    search of :func:`associate` (exact, approximate or auto).
     """
     centroids = class_mean_features(features, torch.as_tensor(gids), n_gids).numpy()
     camera_of_gid = np.zeros(n_gids, dtype=np.int64)
     camera_of_gid[gids] = cameras
     if camera_centering:
         centroids = center_per_camera(centroids, camera_of_gid)
-    gid_labels, edges = associate(centroids, camera_of_gid, threshold)
+    gid_labels, edges = associate(centroids, camera_of_gid, threshold, search=search)
     gid_labels = np.asarray(gid_labels)
     return Association(gid_labels, edges, gid_labels[gids])
 

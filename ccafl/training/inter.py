@@ -215,6 +215,7 @@ def run_inter_epochs(
                 data.n_gids,
                 settings.train.threshold,
                 camera_centering=settings.train.camera_centering,
+                search=settings.train.association_search,
             )
         else:
             association = given_association(given_labels, data.gids, data.n_gids)

@@ -78,6 +78,7 @@ STAGE3_ONLY_KEYS = (
     "train.eps",
     "train.threshold",
     "train.camera_centering",
+    "train.association_search",
     "train.labels",
     "train.losses.ical",
 )
