@@ -48,6 +48,7 @@ COMMANDS = {
     "variant-table": "ccafl.stages:variant_table",
     "calibration": "ccafl.stages:calibration",
     "report": "ccafl.report_cli:report",
+    "calr-clusters-plot": "ccafl.report_cli:calr_clusters_plot",
     "demo-summary": "ccafl.report_cli:demo_summary",
     "open-report": "ccafl.report_cli:open_report",
     "embed": "ccafl.search_cli:embed",

@@ -92,6 +92,36 @@ def report(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def _calr_clusters_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--epoch",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("EPOCH", "METRICS"),
+        help="a stage-B epoch: its number and metrics.json (repeat)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+
+
+@command(
+    "diagnostics: CALR Fig. 5, the quality of stage B's global, local and refined clusters "
+    "per epoch",
+    _calr_clusters_args,
+)
+def calr_clusters_plot(args: argparse.Namespace, settings: Settings) -> None:
+    from ccafl.report.inputs import NotAvailable
+    from ccafl.report.plots import placeholder_png, plot_calr_clusters
+
+    try:
+        plot_calr_clusters({int(epoch): Path(path) for epoch, path in args.epoch}, args.out)
+    except NotAvailable as why:  # custom data without truth: the declared output still exists
+        log.info("CALR cluster plot is a placeholder: %s", why)
+        placeholder_png(args.out, str(why))
+        return
+    log.info("CALR cluster quality of %d epochs drawn into %s", len(args.epoch), args.out)
+
+
 def _demo_summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--results", type=Path, default=Path("results/synthetic"), help="a run's results folder"

@@ -15,11 +15,19 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from ccafl.evaluation import excluded_from_gallery
 from ccafl.io import atomic_path, write_text
 from ccafl.report.inputs import NotAvailable, given, read_json, read_parquet
-from ccafl.report.tables import association_table, benchmark_table, inter_log, timings_summary
+from ccafl.report.tables import (
+    CALR_CLUSTER_SETS,
+    association_table,
+    benchmark_table,
+    calr_cluster_table,
+    inter_log,
+    timings_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -434,3 +442,61 @@ def write_timings(
     write_text(summary.to_csv(index=False, float_format="%.3f"), out_dir / "timings.csv")
     plot_timings(summary, out_dir / "timings.png", adv_start)
     return summary
+
+
+#: CALR Fig. 5's panels: (title, y label, measures drawn; the first solid, a second dashed).
+CALR_PANELS = (
+    ("F-score, pairwise", "F-score", ("pairwise_f_score",)),
+    ("F-score, BCubed", "F-score", ("bcubed_f_score",)),
+    ("precision", "precision", ("pairwise_precision", "bcubed_precision")),
+    ("recall", "recall", ("pairwise_recall", "bcubed_recall")),
+    ("expansion", "clusters per true identity (1 is ideal)", ("expansion",)),
+)
+_CALR_COLORS = {"global": "tab:blue", "local": "tab:green", "refined": "tab:red"}
+_CALR_KINDS = {"pairwise": "pairwise", "bcubed": "BCubed"}
+
+
+def plot_calr_clusters(epoch_metrics: dict[int, Path], path: Path) -> Figure:
+    """CALR Fig. 5: per stage-B epoch, the pairwise and BCubed F-score, precision, recall and
+    the expansion of the global, local and refined clusters (``calr_cluster_table``)."""
+    table = calr_cluster_table(epoch_metrics)
+    figure = _new_figure(12.0, 6.4)
+    axes = figure.subplots(2, 3).ravel()
+    for ax, (title, ylabel, measures) in zip(axes, CALR_PANELS, strict=False):
+        for measure, style in zip(measures, ("o-", "s--"), strict=False):
+            for name in CALR_CLUSTER_SETS:
+                kind = _CALR_KINDS[measure.split("_")[0]] if len(measures) > 1 else ""
+                ax.plot(
+                    table["epoch"],
+                    table[f"clusters_{name}_{measure}"],
+                    style,
+                    ms=3,
+                    color=_CALR_COLORS[name],
+                    label=f"{name} ({kind})" if kind else name,
+                    gid=f"clusters_{name}_{measure}",
+                )
+        if measures != ("expansion",):
+            ax.set_ylim(0, 1.02)
+        else:
+            ax.axhline(1.0, color="0.5", lw=0.6, alpha=0.5)
+            ax.set_ylim(0, None)
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[-1].axis("off")
+    axes[-1].text(
+        0.02,
+        0.5,
+        "global: clusters of all training images\n"
+        "refined: global clusters after the pivot refinement\n"
+        "local: stage A's per-camera clusters, per camera,\n"
+        "weighted by its share of images\n\n"
+        "measured against the diagnostics-only truth table\n(training never reads it)",
+        fontsize=9,
+        va="center",
+        color="0.25",
+    )
+    figure.suptitle("CALR's cluster quality per stage-B epoch (Fig. 5)")
+    _save_figure(figure, Path(path))
+    return figure

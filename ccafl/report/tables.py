@@ -1,8 +1,9 @@
 """The report's tables: metrics beside the reference rows, attribute zero-shot, job timings,
-association quality per epoch."""
+association quality per epoch, CALR's cluster quality per epoch."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -221,3 +222,46 @@ def association_table(epochs: dict[int, tuple[Path, Path]]) -> pd.DataFrame:
     if not rows:
         raise NotAvailable("no inter-camera epochs (train.epochs == train.intra_epochs)")
     return pd.DataFrame(rows).sort_values("epoch")
+
+
+#: CALR Fig. 5's cluster sets (stage B, train.labels: refined) and each set's measures, as
+#: ``clusters_<set>_<measure>`` in every stage-B epoch's metrics.json.
+CALR_CLUSTER_SETS = ("global", "local", "refined")
+CALR_CLUSTER_MEASURES = tuple(
+    f"{kind}_{score}"
+    for kind in ("pairwise", "bcubed")
+    for score in ("precision", "recall", "f_score")
+) + ("expansion",)
+
+
+def calr_cluster_table(epoch_metrics: dict[int, Path]) -> pd.DataFrame:
+    """One row per stage-B epoch: ``epoch`` and every ``clusters_<set>_<measure>``.
+
+    No ``clusters_*`` or ``assoc_*`` key in any file: the run had no training truth, and the
+    table is `NotAvailable`. A file that has some but lacks one is a `UserError` naming the
+    file and the key (a run of another mode, or a metrics file of an older version).
+    """
+    from ccafl.errors import UserError
+
+    if not epoch_metrics:
+        raise UserError("no stage-B epoch given (train.epochs == train.intra_epochs)")
+    # A file that is not there is an error here, not a placeholder: the rule names each one.
+    metrics = {
+        epoch: json.loads(Path(path).read_text()) for epoch, path in sorted(epoch_metrics.items())
+    }
+    measured = ("clusters_", "assoc_")
+    if not any(key.startswith(measured) for row in metrics.values() for key in row):
+        raise NotAvailable("no training truth table: the cluster quality was not measured")
+    columns = [f"clusters_{s}_{m}" for s in CALR_CLUSTER_SETS for m in CALR_CLUSTER_MEASURES]
+    for epoch, row in metrics.items():
+        missing = [key for key in columns if key not in row]
+        if missing:
+            raise UserError(
+                f"{epoch_metrics[epoch]} has no {missing[0]!r} (stage B of the unsupervised "
+                "mode writes it: train.labels: refined)"
+            )
+    rows = [
+        {"epoch": epoch, **{key: float(row[key]) for key in columns}}
+        for epoch, row in metrics.items()
+    ]
+    return pd.DataFrame(rows)

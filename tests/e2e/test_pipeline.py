@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from pin import PINNED, REGENERATE, collect, differences, snakemake_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -279,6 +280,10 @@ def test_calr_target_trains_stage_3_on_refined_clusters(workdir: Path) -> None:
     for name in ("global", "refined", "local"):
         assert 0 <= metrics[f"clusters_{name}_bcubed_f_score"] <= 1
     assert "loss_ical" not in metrics and "loss_i2tce" not in metrics
+    # CALR's Fig. 5 is part of the target: the drawn plot, not the no-truth placeholder.
+    plot = epoch_dir.parents[1] / "report" / "calr_clusters.png"
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.size[1] > 300
 
 
 def test_typo_in_config_is_named(workdir: Path) -> None:

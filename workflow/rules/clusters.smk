@@ -47,3 +47,23 @@ rule cluster_quality:
     shell:
         "{params.launch} cluster-quality --clusters {input.clusters} --truth {input.truth} "
         "--out {output.quality} > {log} 2>&1"
+
+
+# Diagnostics only: CALR's Fig. 5 from the quality every stage-B epoch wrote into its
+# metrics.json (train.labels: refined; the targets ask for it in that mode only).
+rule calr_clusters_plot:
+    input:
+        epochs=stage_b_metrics,
+    output:
+        plot=report_file("calr_clusters.png", "calr_clusters", "2. Training", RUN),
+    log:
+        f"{LOGS}/{RUN}calr_clusters_plot.log",
+    benchmark:
+        benchmark_file("calr_clusters_plot", RUN)
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        epochs=epoch_metrics_args,
+    shell:
+        "{params.launch} calr-clusters-plot {params.epochs} --out {output.plot} > {log} 2>&1"

@@ -485,8 +485,30 @@ def report_args(wildcards, input):
     return " ".join(args)
 
 
-def report_file(name, caption, category):
-    return report(f"{RESULTS}/report/{name}", caption=f"../report/{caption}.rst", category=category)
+def report_file(name, caption, category, run=""):
+    return report(
+        f"{RESULTS}/{run}report/{name}", caption=f"../report/{caption}.rst", category=category
+    )
+
+
+def uses_refined_clusters(run=""):
+    """CALR's stage B (train.labels: refined): every stage-3 epoch measures its clusters."""
+    return run_config(config, run)["train"]["labels"] == "refined"
+
+
+def calr_plots(run=""):
+    """The run's CALR Fig. 5 plot, in the one mode that measures its clusters; [] otherwise."""
+    return [f"{RESULTS}/{run}report/calr_clusters.png"] if uses_refined_clusters(run) else []
+
+
+def stage_b_metrics(wildcards):
+    """metrics.json of every stage-3 epoch of the job's run, for the CALR cluster plot."""
+    return [f"{epoch_dir(wildcards.run, e)}/metrics.json" for e in inter_epochs(wildcards.run)]
+
+
+def epoch_metrics_args(wildcards, input):
+    epochs = zip(inter_epochs(wildcards.run), input.epochs, strict=True)
+    return " ".join(f"--epoch {epoch} {shlex.quote(path)}" for epoch, path in epochs)
 
 
 def all_targets():
@@ -498,16 +520,18 @@ def all_targets():
     ]
     if uses_clusters():
         targets.append(f"{RESULTS}/clusters/quality.json")
-    return targets
+    return targets + calr_plots()
 
 
 def usl_targets(variant):
     """`snakemake usl` / `snakemake calr`: an unsupervised variant at the first seed, with
-    its stage-A cluster quality and every stage-3 epoch, beside the zero-shot row."""
+    its stage-A cluster quality and every stage-3 epoch (with CALR's stage B, its Fig. 5 plot),
+    beside the zero-shot row."""
     run = f"ablation/{variant}-s{config['ablation']['seeds'][0]}/"
     return [
         f"{RESULTS}/{run}eval/metrics.json",
         f"{RESULTS}/{run}clusters/quality.json",
         f"{RESULTS}/reference/zeroshot.json",
         *epoch_artifacts(run),
+        *calr_plots(run),
     ]
