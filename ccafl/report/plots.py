@@ -454,6 +454,11 @@ CALR_PANELS = (
 )
 _CALR_COLORS = {"global": "tab:blue", "local": "tab:green", "refined": "tab:red"}
 _CALR_KINDS = {"pairwise": "pairwise", "bcubed": "BCubed"}
+_CALR_SETS = {
+    "global": "global: clusters of all training images",
+    "local": "local: stage A's per-camera clusters (camera-weighted)",
+    "refined": "refined: global clusters after the pivot refinement",
+}
 
 
 def plot_calr_clusters(epoch_metrics: dict[int, Path], path: Path) -> Figure:
@@ -483,19 +488,26 @@ def plot_calr_clusters(epoch_metrics: dict[int, Path], path: Path) -> Figure:
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    axes[-1].axis("off")
-    axes[-1].text(
-        0.02,
+    # One legend for all panels, in the sixth: colour = cluster set, line = pairwise / BCubed.
+    key = axes[-1]
+    key.axis("off")
+    handles = [
+        Line2D([], [], color=_CALR_COLORS[name], marker="o", ms=3, label=_CALR_SETS[name])
+        for name in CALR_CLUSTER_SETS
+    ]
+    handles += [
+        Line2D([], [], color="0.3", ls="-", marker="o", ms=3, label="pairwise (precision, recall)"),
+        Line2D([], [], color="0.3", ls="--", marker="s", ms=3, label="BCubed (precision, recall)"),
+    ]
+    key.legend(handles=handles, loc="center", fontsize=8, frameon=False)
+    key.text(
         0.5,
-        "global: clusters of all training images\n"
-        "refined: global clusters after the pivot refinement\n"
-        "local: stage A's per-camera clusters, per camera,\n"
-        "weighted by its share of images\n\n"
-        "measured against the diagnostics-only truth table\n(training never reads it)",
-        fontsize=9,
-        va="center",
-        color="0.25",
+        0.02,
+        "against the diagnostics-only truth table (training never reads it)",
+        ha="center",
+        fontsize=8,
+        color="0.3",
+        transform=key.transAxes,
     )
     figure.suptitle("CALR's cluster quality per stage-B epoch (Fig. 5)")
     _save_figure(figure, Path(path))
