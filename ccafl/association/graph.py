@@ -9,8 +9,8 @@ Every inter-camera epoch turns one centroid per global ICS id (gid) into pseudo-
    searches; the N_G x N_G distance matrix is never held, query rows go through in chunks).
 3. Edge (i, j) iff the cameras differ, dist < T, and the two are each other's nearest neighbour
    in the other's camera (Eq. 12).
-4. Connected components (scipy.sparse.csgraph) are the pseudo-labels, after breaking camera conflicts:
-   a person appears at most once per camera, so a component holding two gids of one camera is
+4. Connected components (scipy.sparse.csgraph) are the pseudo-labels, after breaking camera
+   conflicts: a person appears at most once per camera, so a component holding two gids of one camera is
    wrong somewhere. While a component has a conflict its longest edge is removed and its
    components recomputed (see :func:`conflict_free_components` for the efficient equivalent).
 
@@ -106,8 +106,8 @@ def associate(
     ``threshold`` is a Euclidean distance between unit vectors in [0, 2] as in the paper.
     ``cameras`` (N_G,): camera of each gid (any ints). ``search``: "exact", "approximate"
     (:func:`approximate_nearest_per_camera`) or "auto" (approximate from
-    :data:`APPROXIMATE_FROM` gids on, on a CPU). ``use_gpu``: None uses a faiss GPU index when faiss has
-    one, True requires it, False forces the CPU.
+    :data:`APPROXIMATE_FROM` gids on, on a CPU). ``use_gpu`` (exact search only): None uses a
+    faiss GPU index when faiss has one, True requires it, False forces the CPU.
 
     Returns ``labels`` (int64, contiguous 0..Z-1, numbered by the smallest gid of each
     cluster, singletons included) and ``edges`` with exactly :data:`EDGE_COLUMNS`
@@ -329,9 +329,12 @@ def approximate_nearest_per_camera(
        more coordinate, its residual norm r, on the database side only, so the searched
        distance is ``|P(x - y)|^2 + r_y^2``: exactly ``|x - y|^2`` up to the cross term of the
        two residuals, which is small when the residuals are noise.
-    2. Blocked per camera pair, as the exact path: one faiss IVF-Flat index per camera
-       (about sqrt(n) lists, k-means seeded), every gid of the other cameras queried with
-       ``probes`` lists, k = 1.
+    2. Blocked per camera pair, as the exact path: each camera's gids in about sqrt(n)
+       seeded k-means lists (:func:`_inverted_file_nearest`), every gid of the other cameras
+       searched in the ``probes`` lists nearest to it, k = 1.
+
+    Runs on the CPU; ``use_gpu`` reaches only the exact search it falls back to when ``dims``
+    leaves nothing out.
 
     Deterministic for a fixed input and thread count (seeded sample, projection and k-means),
     so a resumed epoch reproduces its graph. Edge recall against the exact graph is printed by
@@ -350,15 +353,14 @@ def approximate_nearest_per_camera(
     del projected
     # A camera's style shifts all its gids alike: a query from camera a is probed where it
     # would lie in camera c (shifted by c's mean minus a's), while its distances stay its own.
-    camera_means = np.stack(
-        [coords[camera_codes == camera].mean(axis=0) for camera in range(n_cameras)]
-    )
-    for camera in range(n_cameras):
-        members = np.flatnonzero(camera_codes == camera)
+    members_of = [np.flatnonzero(camera_codes == camera) for camera in range(n_cameras)]
+    camera_means = np.stack([coords[members].mean(axis=0) for members in members_of])
+    for camera, members in enumerate(members_of):
         others = np.flatnonzero(camera_codes != camera)
-        shifted = coords[others] - camera_means[camera_codes[others]] + camera_means[camera]
+        queries = coords[others]
+        shifted = queries - camera_means[camera_codes[others]] + camera_means[camera]
         hits = _inverted_file_nearest(
-            coords[members], residual_sq[members], coords[others], probes, seed, shifted
+            coords[members], residual_sq[members], queries, probes, seed, shifted
         )
         nearest_gid[others, camera] = members[hits]
     return nearest_gid
@@ -428,8 +430,9 @@ def _inverted_file_nearest(
     rows_by_list = np.argsort(list_of_row, kind="stable")
     row_bounds = np.searchsorted(list_of_row[rows_by_list], np.arange(n_lists + 1))
     probe_list = probed.ravel()
-    queries_by_list = np.argsort(probe_list, kind="stable") // probed.shape[1]
-    query_bounds = np.searchsorted(np.sort(probe_list), np.arange(n_lists + 1))
+    probe_order = np.argsort(probe_list, kind="stable")
+    queries_by_list = probe_order // probed.shape[1]
+    query_bounds = np.searchsorted(probe_list[probe_order], np.arange(n_lists + 1))
     for list_id in range(n_lists):
         rows = rows_by_list[row_bounds[list_id] : row_bounds[list_id + 1]]
         asking = queries_by_list[query_bounds[list_id] : query_bounds[list_id + 1]]

@@ -453,7 +453,6 @@ CALR_PANELS = (
     ("expansion", "clusters per true identity (1 is ideal)", ("expansion",)),
 )
 _CALR_COLORS = {"global": "tab:blue", "local": "tab:green", "refined": "tab:red"}
-_CALR_KINDS = {"pairwise": "pairwise", "bcubed": "BCubed"}
 _CALR_SETS = {
     "global": "global: clusters of all training images",
     "local": "local: stage A's per-camera clusters (camera-weighted)",
@@ -470,14 +469,12 @@ def plot_calr_clusters(epoch_metrics: dict[int, Path], path: Path) -> Figure:
     for ax, (title, ylabel, measures) in zip(axes, CALR_PANELS, strict=False):
         for measure, style in zip(measures, ("o-", "s--"), strict=False):
             for name in CALR_CLUSTER_SETS:
-                kind = _CALR_KINDS[measure.split("_")[0]] if len(measures) > 1 else ""
                 ax.plot(
                     table["epoch"],
                     table[f"clusters_{name}_{measure}"],
                     style,
                     ms=3,
                     color=_CALR_COLORS[name],
-                    label=f"{name} ({kind})" if kind else name,
                     gid=f"clusters_{name}_{measure}",
                 )
         if measures != ("expansion",):

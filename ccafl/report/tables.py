@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ccafl.errors import UserError
 from ccafl.io import write_text
 from ccafl.report.inputs import NotAvailable, given, read_json
 
@@ -241,8 +242,6 @@ def calr_cluster_table(epoch_metrics: dict[int, Path]) -> pd.DataFrame:
     table is `NotAvailable`. A file that has some but lacks one is a `UserError` naming the
     file and the key (a run of another mode, or a metrics file of an older version).
     """
-    from ccafl.errors import UserError
-
     if not epoch_metrics:
         raise UserError("no stage-B epoch given (train.epochs == train.intra_epochs)")
     # A file that is not there is an error here, not a placeholder: the rule names each one.
