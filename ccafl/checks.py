@@ -86,10 +86,14 @@ def config_problems(config: dict, given: dict | None = None) -> list[str]:
 
     problems = []
     dataset, clip, train = config["dataset"], config["clip"], config["train"]
+    if checked(
+        "dataset.format", "dg.sources", "dg.targets", "dg.domains", "synthetic", "clip.pretrained"
+    ):
+        problems += dg_problems(config)
     if (
         checked("clip.pretrained", "dataset.format")
         and clip["pretrained"] == "captions"
-        and dataset["format"] != "synthetic"
+        and dataset["format"] not in ("synthetic", "pooled")
     ):
         problems.append(
             f"clip.pretrained: captions pretrains CLIP on the synthetic benchmark's captions, "
@@ -125,6 +129,102 @@ def config_problems(config: dict, given: dict | None = None) -> list[str]:
             SyntheticSpec.from_config(config["synthetic"])
         except ValueError as error:
             problems.append(f"synthetic: {error}")
+    return problems
+
+
+def dg_problems(config: dict) -> list[str]:
+    """The DG mode's rules (dataset.format: pooled): two or more sources (the domain classifier
+    needs two), one or more targets, none of them a source, every name a domain of
+    dg.domains, a real domain with its root, a synthetic one with a renderable spec."""
+    dg, fmt = config["dg"], config["dataset"]["format"]
+    sources, targets, domains = dg["sources"], dg["targets"], dg["domains"]
+    if fmt != "pooled":
+        if sources or targets:
+            return [
+                "dg.sources / dg.targets are set but dataset.format is "
+                f"{fmt}: set dataset.format: pooled for the DG mode, or remove the dg section"
+            ]
+        return []
+    problems = []
+    if len(set(sources)) < 2:
+        problems.append(
+            f"dg.sources: {sources} names fewer than two datasets; the DG mode pools two or "
+            "more sources (the domain classifier needs two), add another source"
+        )
+    if not targets:
+        problems.append("dg.targets: empty; name at least one held-out dataset of dg.domains")
+    overlap = sorted(set(sources) & set(targets))
+    if overlap:
+        problems.append(
+            f"dg.targets: {', '.join(overlap)} is also in dg.sources; a held-out target must "
+            "never be trained on, remove it from one of the two lists"
+        )
+    for key, names in (("dg.sources", sources), ("dg.targets", targets)):
+        missing = [name for name in names if name not in domains]
+        if missing:
+            problems.append(
+                f"{key}: {', '.join(missing)} not in dg.domains (known: "
+                f"{', '.join(domains) or 'none'}); add an entry dg.domains.<name>"
+            )
+    for name, entry in domains.items():
+        if entry.get("format", "synthetic") == "synthetic":
+            from ccafl.data.pooled import synthetic_spec_config
+            from ccafl.data.synthetic import SyntheticSpec
+
+            try:
+                SyntheticSpec.from_config(synthetic_spec_config(config, name))
+            except ValueError as error:
+                problems.append(f"dg.domains.{name}.synthetic: {error}")
+        elif not entry.get("root"):
+            problems.append(
+                f"dg.domains.{name}.root: missing; a {entry['format']} domain is read from "
+                "its dataset folder, set root to it"
+            )
+        elif entry.get("synthetic"):
+            problems.append(f"dg.domains.{name}.synthetic: only for format: synthetic")
+    captions = dg["captions"] or (sources[0] if sources else None)
+    if config["clip"]["pretrained"] == "captions" and captions is not None:
+        entry = domains.get(captions, {})
+        if captions not in sources or entry.get("format", "synthetic") != "synthetic":
+            problems.append(
+                f"dg.captions: {captions} must be a synthetic source (clip.pretrained: captions "
+                "pretrains CLIP on its web photos, and a target is never read); name one, or "
+                "set clip.pretrained to a weights file"
+            )
+    return problems
+
+
+def dg_domain_problems(config: dict, workdir: Path) -> list[str]:
+    """Every real domain's folders exist with its layout; synthetic domains lie below
+    resources/ (they are rendered there), never over a folder ccafl did not create."""
+    from ccafl.data.datasets import DatasetError, check_layout
+    from ccafl.data.marker import MARKER_NAME, replaceable
+    from ccafl.data.pooled import domains_from_config
+
+    dg = config["dg"]
+    problems = []
+    for name, domain in domains_from_config(config).items():
+        if name not in dg["sources"] and name not in dg["targets"]:
+            continue
+        root = workdir / domain.root
+        if domain.format == "synthetic":
+            if not _inside(root, workdir / "resources"):
+                problems.append(
+                    f"dataset.root ({config['dataset']['root']}): synthetic domains are rendered "
+                    "at <dataset.root>/<name>, only below resources/; set dataset.root to "
+                    "resources/<name>"
+                )
+                break
+            if not replaceable(root):
+                problems.append(
+                    f"dg.domains.{name}: {domain.root} exists but was not created by ccafl "
+                    f"synthesize (no {MARKER_NAME} file); move it away or rename the domain"
+                )
+            continue
+        try:
+            check_layout(root, domain.format, domain.layout)
+        except DatasetError as error:
+            problems.append(f"dg.domains.{name}.root ({domain.root}): {error}")
     return problems
 
 
@@ -170,6 +270,8 @@ def dataset_problem(dataset: dict, workdir: Path) -> str | None:
 
     root = workdir / dataset["root"]
     fmt = dataset["format"]
+    if fmt == "pooled":  # the domains are checked one by one (dg_domain_problems)
+        return None
     if fmt == "synthetic":
         if not _inside(root, workdir / "resources"):
             return (
@@ -346,6 +448,10 @@ def workflow_config(
     problem = dataset_problem(config["dataset"], workdir)
     if problem:
         raise ConfigError(problem)
+    if config["dataset"]["format"] == "pooled":
+        problems = dg_domain_problems(config, workdir)
+        if problems:
+            raise ConfigError("; ".join(problems))
     main_source = (config["clip"]["model"], config["clip"]["pretrained"])
     if imported_clip is not None and (workdir / imported_clip).is_file():
         clips.pop(main_source, None)

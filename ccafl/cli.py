@@ -33,6 +33,7 @@ from ccafl.settings import Settings
 COMMANDS = {
     "synthesize": "ccafl.data_cli:synthesize",
     "ics": "ccafl.data_cli:ics",
+    "dg-target": "ccafl.data_cli:dg_target",
     "fetch-weights": "ccafl.data_cli:fetch_weights",
     "clip-pretrain": "ccafl.stages:clip_pretrain",
     "clip-import": "ccafl.stages:clip_import",
@@ -47,6 +48,7 @@ COMMANDS = {
     "supervised-labels": "ccafl.stages:supervised_labels",
     "variant-table": "ccafl.stages:variant_table",
     "calibration": "ccafl.stages:calibration",
+    "dg-table": "ccafl.stages:dg_table",
     "report": "ccafl.report_cli:report",
     "calr-clusters-plot": "ccafl.report_cli:calr_clusters_plot",
     "demo-summary": "ccafl.report_cli:demo_summary",

@@ -18,19 +18,36 @@ def _out_dir(p: argparse.ArgumentParser) -> None:
 
 def _synthesize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="dataset root to write (default: dataset.root)")
+    p.add_argument(
+        "--domain",
+        help="dataset.format pooled: render this synthetic domain of dg.domains (the top-level "
+        "synthetic section with the domain's overrides) into <dataset.root>/<domain>",
+    )
 
 
 @command("render the embedded synthetic benchmark (Market-1501 layout)", _synthesize_args)
 def synthesize(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.data.synthetic import SyntheticSpec, synthesize
 
-    if settings.dataset.format != "synthetic":
+    if args.domain is not None:
+        from ccafl.data.pooled import domains_from_config, synthetic_spec_config
+
+        domain = domains_from_config(settings.raw).get(args.domain)
+        if domain is None or domain.format != "synthetic":
+            raise UserError(
+                f"dg.domains.{args.domain}: not a synthetic domain of this config; synthesize "
+                "renders only domains with format: synthetic"
+            )
+        spec_config, root = synthetic_spec_config(settings.raw, args.domain), domain.root
+    elif settings.dataset.format != "synthetic":
         raise UserError(
             f"dataset.format is {settings.dataset.format}: synthesize writes only the "
             "synthetic benchmark (dataset.format: synthetic), never into a real dataset's root"
         )
-    root = args.out or Path(settings.dataset.root)
-    summary = synthesize(root, SyntheticSpec.from_config(settings.raw["synthetic"]))
+    else:
+        spec_config, root = settings.raw["synthetic"], Path(settings.dataset.root)
+    root = args.out or root
+    summary = synthesize(root, SyntheticSpec.from_config(spec_config))
     logging.info("synthetic benchmark written to %s: %s", root, summary)
 
 
@@ -39,7 +56,14 @@ def ics(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.data.ics import build_ics
 
     data = settings.dataset
-    summary = build_ics(data.root, data.format, args.out_dir, data.verify_images, data.layout)
+    if data.format == "pooled":
+        from ccafl.data.pooled import domains_from_config, pool_sources
+
+        domains = domains_from_config(settings.raw)
+        sources = [domains[name] for name in settings.raw["dg"]["sources"]]
+        summary = pool_sources(sources, data.root, args.out_dir, data.verify_images)
+    else:
+        summary = build_ics(data.root, data.format, args.out_dir, data.verify_images, data.layout)
     logging.info(
         "%d cameras, %d ICS ids (%s per camera), %d training images, %.1f s",
         summary["n_cameras"],
@@ -48,6 +72,28 @@ def ics(args: argparse.Namespace, settings: Settings) -> None:
         summary["train"]["images"],
         summary["seconds"],
     )
+
+
+def _dg_target_args(p: argparse.ArgumentParser) -> None:
+    _out_dir(p)
+    p.add_argument("--target", required=True, help="a name of dg.targets")
+
+
+@command(
+    "DG mode: a held-out target's query and gallery tables (its training split is never read)",
+    _dg_target_args,
+)
+def dg_target(args: argparse.Namespace, settings: Settings) -> None:
+    from ccafl.data.pooled import domains_from_config, target_tables
+
+    if args.target not in settings.raw["dg"]["targets"]:
+        raise UserError(
+            f"--target {args.target}: not in dg.targets {settings.raw['dg']['targets']}"
+        )
+    target = domains_from_config(settings.raw)[args.target]
+    data = settings.dataset
+    summary = target_tables(target, data.root, args.out_dir, data.verify_images)
+    logging.info("target %s: %s", args.target, summary)
 
 
 def _fetch_weights_args(p: argparse.ArgumentParser) -> None:

@@ -445,3 +445,42 @@ def camera_adversarial_loss(
     if form == "calr_code":
         return F.cross_entropy(torch.softmax(F.log_softmax(camera_logits, dim=1), dim=1), cameras)
     raise ValueError(f"camera loss form must be 'nll' or 'calr_code', got {form!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# The DG mode: CLIP-FGDI's domain parts (clip-fgdi-spec.md sections 2-3)
+# --------------------------------------------------------------------------------------------
+
+
+def domain_adversarial_loss(domain_logits: Tensor, domains: Tensor) -> Tensor:
+    """Cross-entropy of the domain classifier on (reversed) prompt text features.
+
+    Fed through `reverse_gradient`, the classifier learns to name an identity prompt's source
+    dataset while the prompts learn to make that impossible: CLIP-FGDI's domain-invariant
+    prompts (its code applies ``CrossEntropyLoss`` to log-softmax outputs, which equals this).
+    """
+    return F.cross_entropy(domain_logits, domains)
+
+
+def guiding_loss(
+    image_feats: Tensor,
+    invariant_text: Tensor,
+    relevant_text: Tensor,
+    sign: Literal["paper", "code"] = "paper",
+) -> Tensor:
+    """CLIP-FGDI's bidirectional guiding loss L_apn: a soft-margin triplet in text space.
+
+    ``paper`` (its abstract and pipeline figure): pull an image towards its identity's
+    domain-invariant prompt t+, push it from the domain-relevant one t-:
+    ``mean log(1 + exp(cos(f, t-) - cos(f, t+)))``. ``code``: the official code's sign, which
+    feeds similarities into a distance-form call and so pulls towards t- instead:
+    ``mean log(1 + exp(cos(f, t+) - cos(f, t-)))`` (clip-fgdi-spec.md section 3).
+    """
+    f = F.normalize(image_feats, dim=1)
+    pos = (f * F.normalize(invariant_text, dim=1)).sum(dim=1)
+    neg = (f * F.normalize(relevant_text, dim=1)).sum(dim=1)
+    if sign == "paper":
+        return F.softplus(neg - pos).mean()
+    if sign == "code":
+        return F.softplus(pos - neg).mean()
+    raise ValueError(f"fgdi.apn_sign must be 'paper' or 'code', got {sign!r}")

@@ -32,10 +32,16 @@ def reference_metrics(
     ics_dir: str | Path,
     *,
     untrained: bool = False,
+    train_table: str | Path | None = None,
 ) -> dict:
-    """``{feature: {"raw": metrics, "calibrated": metrics}, "best": {...}}`` (see module doc)."""
+    """``{feature: {"raw": metrics, "calibrated": metrics}, "best": {...}}`` (see module doc).
+
+    ``train_table`` (default ``ics_dir``'s train.parquet) holds the images that calibrate the
+    BN-necks: in the DG mode the pooled sources', so a target's training split stays unread.
+    """
     ics_dir = Path(ics_dir)
-    train_paths = pd.read_parquet(ics_dir / "train.parquet")["path"].tolist()
+    train_table = Path(train_table) if train_table else ics_dir / "train.parquet"
+    train_paths = pd.read_parquet(train_table)["path"].tolist()
     result: dict = {"source": "untrained" if untrained else str(settings.clip.pretrained)}
     best = None
     raw_outputs = None

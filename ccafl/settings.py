@@ -206,6 +206,26 @@ class ClustersSection(Section):
 
 
 @dataclass(frozen=True, repr=False, eq=False)
+class FgdiSection(Section):
+    """CLIP-FGDI's domain parts in the DG mode: domain-adversarial identity prompts and
+    domain-relevant prompts in stage 1, the guiding loss in stage 3. Read with ``get``: a run
+    outside the DG mode is not given these keys and has them off."""
+
+    KEY: ClassVar[str] = "fgdi"
+    domain_prompts: bool = _absent()
+    omega: float = _absent()
+    grl_lambda: float = _absent()
+    classifier_lr: float = _absent()
+    domain_epochs: int = _absent()
+    beta: float = _absent()
+    apn_sign: str = _absent()
+
+    @property
+    def on(self) -> bool:
+        return bool(self.get("domain_prompts", False))
+
+
+@dataclass(frozen=True, repr=False, eq=False)
 class EvalSection(Section):
     KEY: ClassVar[str] = "eval"
     batch_size: int = _absent()
@@ -225,6 +245,7 @@ class Settings:
     train: TrainSection
     clusters: ClustersSection
     eval: EvalSection
+    fgdi: FgdiSection
 
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
         "dataset": DatasetSection,
@@ -235,6 +256,7 @@ class Settings:
         "train": TrainSection,
         "clusters": ClustersSection,
         "eval": EvalSection,
+        "fgdi": FgdiSection,
     }
 
     def replace(self, **sections: Section) -> Settings:

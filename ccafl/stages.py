@@ -33,15 +33,24 @@ def _paths(*names: str):
     return arguments
 
 
-@command("pretrain the tiny CLIP on the synthetic captions", _paths("out_dir"))
+def _clip_pretrain_args(p: argparse.ArgumentParser) -> None:
+    _paths("out_dir")(p)
+    p.add_argument(
+        "--captions-root",
+        type=Path,
+        help="the synthetic world whose captions.parquet and photos to read (default: "
+        "dataset.root; in the DG mode the domain named by dg.captions)",
+    )
+
+
+@command("pretrain the tiny CLIP on the synthetic captions", _clip_pretrain_args)
 def clip_pretrain(args: argparse.Namespace, settings: Settings) -> None:
     from ccafl.training.clip_pretrain import pretrain_clip
     from ccafl.training.zero_shot import zero_shot_attribute_retrieval
 
-    pretrain_clip(settings, settings.dataset.root, args.out_dir)
-    zero_shot = zero_shot_attribute_retrieval(
-        settings, settings.dataset.root, args.out_dir / "pretrained.pt"
-    )
+    root = args.captions_root or settings.dataset.root
+    pretrain_clip(settings, root, args.out_dir)
+    zero_shot = zero_shot_attribute_retrieval(settings, root, args.out_dir / "pretrained.pt")
     write_json(zero_shot, args.out_dir / "zero_shot.json")
 
 
@@ -67,6 +76,12 @@ def _prompt_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="recompute frozen image features every batch (to measure what the cache saves)",
     )
+    p.add_argument(
+        "--domain-text",
+        type=Path,
+        help="the DG mode: write each gid's domain-relevant text feature here (empty when "
+        "fgdi.domain_prompts is off)",
+    )
 
 
 @command("stage 1: learn prompt tokens per ICS id (Eq. 1-3)", _prompt_args)
@@ -80,6 +95,7 @@ def prompt(args: argparse.Namespace, settings: Settings) -> None:
         args.clip,
         args.out_dir,
         use_cache=not args.no_cache,
+        domain_text_out=args.domain_text,
     )
 
 
@@ -168,6 +184,12 @@ def _inter_args(p: argparse.ArgumentParser) -> None:
         help="diagnostics only: the ics rule's train_truth.parquet, when --ics-dir holds "
         "another training table (the unsupervised mode's); default: --ics-dir's own",
     )
+    p.add_argument(
+        "--domain-text",
+        type=Path,
+        help="the DG mode with fgdi.domain_prompts: stage 1's domain-relevant text features, "
+        "for the guiding loss",
+    )
 
 
 @command(
@@ -188,6 +210,8 @@ def inter_epoch(args: argparse.Namespace, settings: Settings) -> None:
     load_checkpoint(args.previous, epoch=args.epoch[0] - 1, mmap=True)
     distributed.init_from_env()
     data = TrainingData.load(settings.dataset.root, args.ics_dir, args.prompt_dir)
+    if args.domain_text is not None:
+        data = data.with_domain_text(args.domain_text)
     given = None if args.labels is None else read_given_labels(args.labels, data.n_gids)
     out_dirs = dict(zip(args.epoch, args.out_dir, strict=True))
     truth = args.truth or args.ics_dir / "train_truth.parquet"
@@ -311,6 +335,12 @@ def _reference_args(p: argparse.ArgumentParser) -> None:
     _loader_workers_arg(p)
     p.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     p.add_argument(
+        "--train-table",
+        type=Path,
+        help="the training table whose images set the calibrated BN-necks (default: "
+        "--ics-dir's train.parquet; in the DG mode the pooled sources', never a target's)",
+    )
+    p.add_argument(
         "--untrained",
         action="store_true",
         help="a randomly initialised network of the same architecture instead of the CLIP",
@@ -331,6 +361,7 @@ def reference(args: argparse.Namespace, settings: Settings) -> None:
         settings.dataset.root,
         args.ics_dir,
         untrained=args.untrained,
+        train_table=args.train_table,
     )
     write_json(result, args.out)
     best = result["best"]
@@ -419,3 +450,27 @@ def calibration(args: argparse.Namespace, settings: Settings) -> None:
             ratio["target"],
             "" if ratio["met"] in (True, None) else "  NOT MET",
         )
+
+
+def _dg_table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run",
+        nargs=4,
+        action="append",
+        default=[],
+        metavar=("MODEL", "SEED", "TARGET", "METRICS"),
+        help="one evaluation: the model's name, its training seed, the target and its "
+        "metrics JSON (eval metrics.json, or a reference JSON whose best feature counts)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="markdown table to write")
+    p.add_argument("--csv", type=Path, required=True, help="CSV to write")
+    p.add_argument("--json", type=Path, required=True, help="JSON to write")
+
+
+@command("DG mode: every model on every held-out target, and the average row", _dg_table_args)
+def dg_table(args: argparse.Namespace, settings: Settings) -> None:
+    from ccafl.dg_table import write_dg_table
+
+    runs = [(model, int(seed), target, Path(path)) for model, seed, target, path in args.run]
+    table = write_dg_table(runs, args.out, args.csv, args.json)
+    log.info("%d rows written to %s", len(table), args.out)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ccafl.models.backbone import PromptTextEncoder
 
-__all__ = ["DEFAULT_TEMPLATE", "PromptLearner"]
+__all__ = ["DEFAULT_TEMPLATE", "DOMAIN_TEMPLATE", "DomainPromptLearner", "PromptLearner"]
 
 DEFAULT_TEMPLATE = "a photo of {} person."
 _PLACEHOLDER = "X"
@@ -128,4 +128,100 @@ class PromptLearner(nn.Module):
         """
         labels = torch.arange(self.n_classes, device=self.ctx.device)
         chunks = [text_encoder(*self(chunk)) for chunk in labels.split(batch_size)]
+        return torch.cat(chunks, dim=0)
+
+
+DOMAIN_TEMPLATE = "a photo of {} person from {} dataset."
+
+
+class DomainPromptLearner(nn.Module):
+    """CLIP-FGDI's domain-relevant prompts: "a photo of [X]_1..[X]_M person from [D] dataset."
+
+    The M identity tokens are a trained `PromptLearner`'s, detached (they stay the
+    domain-invariant ones); the one token [D] per source domain is the only parameter
+    (``ctx``, (n_domains, 1, width)). Trained with the identity SupCon losses, each domain
+    token learns what the identities of its dataset share (``../shared/reference/
+    clip-fgdi-spec.md`` section 2, stage 2b). The end-of-text position is this template's own.
+
+    ``forward(labels, domains) -> (prompt_embeddings, eot_indices)``, the input of
+    `PromptTextEncoder`.
+    """
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        identity: PromptLearner,
+        n_domains: int,
+        template: str = DOMAIN_TEMPLATE,
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        if n_domains < 1:
+            raise ValueError(f"need n_domains >= 1, got {n_domains}")
+        if template.count("{}") != 2:
+            raise ValueError(f"template must contain exactly two '{{}}': {template!r}")
+        text = getattr(clip_model, "text", clip_model)
+        embedding: nn.Embedding = text.token_embedding
+        context_length = int(text.positional_embedding.shape[0])
+        m = identity.n_tokens
+        sentence = template.format(" ".join([_PLACEHOLDER] * m), _PLACEHOLDER)
+        prefix_text = template.split("{}")[0].strip()
+        tokens = open_clip.tokenize([sentence, prefix_text, _PLACEHOLDER], context_length)
+        full, prefix_only, placeholder = tokens.to(embedding.weight.device)
+        n_prefix = _eot_index(prefix_only, clip_model)
+        eot = _eot_index(full, clip_model)
+        slots = [int(i) for i in (full == placeholder[1]).nonzero().flatten()]
+        expected = [*range(n_prefix, n_prefix + m)]
+        if slots[:m] != expected or len(slots) != m + 1 or slots[m] >= eot:
+            raise ValueError(
+                f"template {template!r} with {m} identity tokens does not fit the tokenizer as "
+                "'<prefix> X...X <middle> D <suffix>'"
+            )
+        with torch.no_grad():
+            embedded = embedding(full[None]).detach()
+        self._identity = [identity]  # a list: not a submodule, so its tokens are not ours
+        self.n_domains = int(n_domains)
+        self.template = template
+        self.domain_slot = slots[m]
+        self.register_buffer("token_prefix", embedded[:, :n_prefix].clone(), persistent=False)
+        self.register_buffer(
+            "token_middle", embedded[:, n_prefix + m : self.domain_slot].clone(), persistent=False
+        )
+        self.register_buffer(
+            "token_suffix", embedded[:, self.domain_slot + 1 :].clone(), persistent=False
+        )
+        self.register_buffer("eot_index", torch.tensor(eot), persistent=False)
+        width = embedded.shape[-1]
+        self.ctx = nn.Parameter(torch.empty(n_domains, 1, width, dtype=embedded.dtype))
+        nn.init.normal_(self.ctx, std=init_std)
+
+    def forward(self, labels: Tensor, domains: Tensor) -> tuple[Tensor, Tensor]:
+        labels = labels.to(self.ctx.device).long()
+        domains = domains.to(self.ctx.device).long()
+        batch = labels.shape[0]
+        prompts = torch.cat(
+            [
+                self.token_prefix.expand(batch, -1, -1),
+                self._identity[0].ctx[labels].detach(),
+                self.token_middle.expand(batch, -1, -1),
+                self.ctx[domains],
+                self.token_suffix.expand(batch, -1, -1),
+            ],
+            dim=1,
+        )
+        return prompts, self.eot_index.expand(batch).clone()
+
+    @torch.no_grad()
+    def encode(
+        self,
+        text_encoder: PromptTextEncoder,
+        labels: Tensor,
+        domains: Tensor,
+        batch_size: int = 256,
+    ) -> Tensor:
+        """Text features of (label, domain) pairs, in order, without gradients."""
+        chunks = [
+            text_encoder(*self(lab, dom))
+            for lab, dom in zip(labels.split(batch_size), domains.split(batch_size), strict=True)
+        ]
         return torch.cat(chunks, dim=0)

@@ -26,6 +26,7 @@ from ccafl.association.pseudo_labels import (
 )
 from ccafl.errors import UserError
 from ccafl.losses import (
+    guiding_loss,
     ical_loss,
     ical_targets,
     image_text_cross_entropy,
@@ -82,6 +83,7 @@ def inter_epoch(
         gid_labels = torch.as_tensor(association.gid_labels).to(device)
         label_text = label_text_features(data.text_features, association.gid_labels)
     label_text = label_text.to(device)
+    guide = state.settings.fgdi if data.domain_text is not None else None
 
     def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
         targets = image_labels[index].to(device)
@@ -95,6 +97,13 @@ def inter_epoch(
         if active.i2tce:
             terms["loss_i2tce"] = image_text_cross_entropy(
                 p, label_text, targets, data.logit_scale, train.label_smoothing
+            )
+        if guide is not None:  # CLIP-FGDI: (1 - beta) L_i2tce + beta L_apn
+            if "loss_i2tce" in terms:
+                terms["loss_i2tce"] = (1 - guide.beta) * terms["loss_i2tce"]
+            relevant = data.domain_text[batch_gids.cpu()].to(device)
+            terms["loss_apn"] = guide.beta * guiding_loss(
+                p, label_text[targets], relevant, guide.apn_sign
             )
         if alignment is not None:
             terms["loss_camera"] = alignment.loss(f, cameras[index].to(device))

@@ -41,6 +41,19 @@ class TrainingData:
     text_features: torch.Tensor  # (N_G, D) t_g, row = gid, L2-normalised
     logit_scale: float
     images: torch.Tensor | None = None  # decoded training images (train.image_cache)
+    # The DG mode with fgdi.domain_prompts: t- of each gid (N_G, D), L2-normalised.
+    domain_text: torch.Tensor | None = None
+
+    def with_domain_text(self, path: str | Path) -> TrainingData:
+        table = pd.read_parquet(path).sort_values("gid")
+        if len(table) != self.n_gids:
+            raise ValueError(
+                f"{path}: {len(table)} domain-relevant text features for {self.n_gids} gids; "
+                "rerun the prompt rule with fgdi.domain_prompts: true"
+            )
+        features = torch.tensor(np.stack(table["feature"].to_numpy()), dtype=torch.float32)
+        self.domain_text = nn.functional.normalize(features, dim=1)
+        return self
 
     @property
     def n_gids(self) -> int:

@@ -71,6 +71,24 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
     ]
 
 
+# Every job sees only the config keys its rule passes (ccafl.cli): a stage that reads a key its
+# rule leaves out fails in the e2e tests instead of silently running with the default.
+STRICT = {**os.environ, "CCAFL_STRICT_CONFIG": "1"}
+
+
+def strict_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The workflow in ``workdir`` under STRICT; a failure shows the end of every job log."""
+    result = subprocess.run(
+        snakemake_command(workdir, *args), capture_output=True, text=True, env=STRICT
+    )
+    if check and result.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+        )
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stderr[-6000:]}\n{logs}")
+    return result
+
+
 def run_pipeline(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """The tiny DAG in ``workdir``, as the e2e test runs it."""
     return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True)

@@ -14,25 +14,19 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from pin import PINNED, REGENERATE, collect, differences, snakemake_command
+from pin import (
+    PINNED,
+    REGENERATE,
+    STRICT,
+    collect,
+    differences,
+    snakemake_command,
+    strict_snakemake,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-# Every job sees only the config keys its rule passes (ccafl.cli): a stage that reads a key its
-# rule leaves out fails here instead of silently running with the default.
-STRICT = {**os.environ, "CCAFL_STRICT_CONFIG": "1"}
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        snakemake_command(workdir, *args), capture_output=True, text=True, env=STRICT
-    )
-    if check and result.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
-        )
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stderr[-6000:]}\n{logs}")
-    return result
+snakemake = strict_snakemake
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
@@ -337,7 +331,6 @@ def test_run_killed_inside_a_block_resumes_from_the_block_start(
     workdir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Killed after epoch 3 of the block 3-5: the rerun redoes the block, same numbers."""
-    import os
     import signal
     import time
 

@@ -9,7 +9,7 @@ localrules:
 
 rule clip_pretrain:
     input:
-        captions=f"{config['dataset']['root']}/captions.parquet",
+        captions=f"{captions_root()}/captions.parquet",
     output:
         model=f"{RESULTS}/clip/pretrained.pt",
         log=f"{RESULTS}/clip/log.parquet",
@@ -28,8 +28,10 @@ rule clip_pretrain:
         launch=GPU_LAUNCH,
         cfg=cfg_json(*CLIP_PRETRAIN_KEYS),
         out_dir=output_folder("model"),
+        captions_root=input_folder("captions"),
     shell:
-        "{params.launch} clip-pretrain --set {params.cfg} --stage-keys --out-dir {params.out_dir} > {log} 2>&1"
+        "{params.launch} clip-pretrain --set {params.cfg} --stage-keys --out-dir {params.out_dir} "
+        "--captions-root {params.captions_root} > {log} 2>&1"
 
 
 rule clip_import:

@@ -87,9 +87,24 @@ STAGE3_ONLY_KEYS = (
 LABEL_SOURCE_KEYS = ("train.camera_labels",)
 SYNTHESIZE_KEYS = ("dataset.format", "dataset.root", "synthetic")
 ICS_KEYS = ("dataset.root", "dataset.format", "dataset.verify_images", "dataset.layout")
+# The DG mode (dataset.format: pooled): the pooled sources' tables read the sources' entries,
+# a target's tables its own entry, so a change to one target reruns only its evaluations.
+DG = config["dg"]
+IS_DG = config["dataset"]["format"] == "pooled"
+DG_SOURCE_KEYS = ("dg.sources", *(f"dg.domains.{name}" for name in DG["sources"]))
+if IS_DG:
+    ICS_KEYS = (*ICS_KEYS, *DG_SOURCE_KEYS)
 CLIP_SOURCE_KEYS = ("clip.model", "clip.pretrained", "clip.quick_gelu")
 CLIP_PRETRAIN_KEYS = ("dataset.root", "input", "clip", "clip_pretrain")
 PROMPT_KEYS = ("dataset.root", "input", "clip", "prompt")
+# CLIP-FGDI's domain parts, DG mode only (other modes are not given the keys: they are off).
+FGDI_PROMPT_KEYS = tuple(
+    f"fgdi.{key}"
+    for key in ("domain_prompts", "omega", "grl_lambda", "classifier_lr", "domain_epochs")
+)
+FGDI_STAGE3_KEYS = ("fgdi.domain_prompts", "fgdi.beta", "fgdi.apn_sign")
+if IS_DG:
+    PROMPT_KEYS = (*PROMPT_KEYS, *FGDI_PROMPT_KEYS)
 INTRA_KEYS = (
     "dataset.root",
     "input",
@@ -134,7 +149,40 @@ STAGE_B_KEYS = tuple(
 def inter_cfg(wildcards):
     """Stage 3's keys for the run: with CALR's stage B also its clustering keys."""
     refined = run_config(config, wildcards.run)["train"]["labels"] == "refined"
-    return cfg_json(*INTER_KEYS, *(STAGE_B_KEYS if refined else ()), run=wildcards.run)
+    fgdi = FGDI_STAGE3_KEYS if IS_DG else ()
+    return cfg_json(*INTER_KEYS, *(STAGE_B_KEYS if refined else ()), *fgdi, run=wildcards.run)
+
+
+def uses_domain_prompts(run=""):
+    return IS_DG and run_config(config, run)["fgdi"]["domain_prompts"]
+
+
+def prompt_outputs():
+    """Stage 1's files; in the DG mode also the domain-relevant text features."""
+    outputs = {
+        "tokens": f"{RESULTS}/{RUN}prompt/prompt_tokens.pt",
+        "text": f"{RESULTS}/{RUN}prompt/text_features.parquet",
+        "log": f"{RESULTS}/{RUN}prompt/log.parquet",
+        "metrics": f"{RESULTS}/{RUN}prompt/metrics.json",
+    }
+    if IS_DG:
+        outputs["domain_text"] = f"{RESULTS}/{RUN}prompt/domain_text_features.parquet"
+    return outputs
+
+
+def domain_text_arg(wildcards, output):
+    return f" --domain-text {output.domain_text}" if IS_DG else ""  # leading space: optional
+
+
+def domain_text_input(wildcards):
+    """Stage 3's t- per gid, for a DG run with CLIP-FGDI's domain parts."""
+    if uses_domain_prompts(wildcards.run):
+        return {"domain_text": f"{prompt_dir(wildcards)}/domain_text_features.parquet"}
+    return {}
+
+
+def stage3_domain_text_arg(wildcards, input):
+    return f" --domain-text {input.domain_text}" if "domain_text" in input.keys() else ""
 
 
 # Evaluation reads the model's own config from model.pt. Its loader workers (train.num_workers)
@@ -152,6 +200,8 @@ RUN_PATTERN = r"(ablation/[A-Za-z0-9_.+=-]+-s\d+/)?"
 wildcard_constraints:
     run=RUN_PATTERN,
     epoch=r"\d{3}",
+    domain=r"[A-Za-z0-9_.-]+",
+    target=r"[A-Za-z0-9_.-]+",
 
 
 def input_folder(name):
@@ -198,10 +248,90 @@ def loader_workers(wildcards=None):
 
 
 def dataset_inputs():
-    """The synthetic benchmark is produced by the pipeline; real datasets are external."""
+    """The synthetic benchmark is produced by the pipeline; real datasets are external. In
+    the DG mode: every synthetic source."""
+    if IS_DG:
+        return [domain_spec(name) for name in DG["sources"] if is_synthetic_domain(name)]
     if config["dataset"]["format"] == "synthetic":
         return [f"{config['dataset']['root']}/spec.json"]
     return []
+
+
+def is_synthetic_domain(name):
+    return DG["domains"][name].get("format", "synthetic") == "synthetic"
+
+
+def domain_spec(name):
+    """spec.json of a synthetic DG domain, rendered at <dataset.root>/<name>."""
+    return f"{config['dataset']['root']}/{name}/spec.json"
+
+
+def synthetic_domains():
+    return [name for name in (*DG["sources"], *DG["targets"]) if is_synthetic_domain(name)]
+
+
+def captions_root():
+    """The synthetic world whose captions pretrain the tiny CLIP: dataset.root, or in the DG
+    mode the source dg.captions names (default: the first source)."""
+    if IS_DG:
+        return f"{config['dataset']['root']}/{DG['captions'] or DG['sources'][0]}"
+    return config["dataset"]["root"]
+
+
+def domain_keys(wildcards):
+    """The keys a DG domain's rules read: where it lies and its own entry."""
+    name = getattr(wildcards, "domain", None) or wildcards.target
+    keys = ("dataset.format", "dataset.root", "synthetic", f"dg.domains.{name}")
+    return cfg_json(
+        *keys, *(("dataset.verify_images", "dg.targets") if "target" in wildcards.keys() else ())
+    )
+
+
+def target_inputs(wildcards):
+    return [domain_spec(wildcards.target)] if is_synthetic_domain(wildcards.target) else []
+
+
+def target_dir(target):
+    return f"{RESULTS}/targets/{target}"
+
+
+# The DG table's rows: the ablation variants of the config among these, by display name.
+DG_MODELS = {
+    "order7": "CCAFL (ICS labels of the sources)",
+    "supervised": "pooled, true ids (CLIP-ReID-style)",
+    "fgdi": "CLIP-FGDI (guiding loss: paper sign)",
+    "fgdi-code": "CLIP-FGDI (guiding loss: code sign)",
+    "fgdi-noapn": "CLIP-FGDI prompts, no guiding loss",
+}
+
+
+def dg_runs():
+    """(model name, seed, target, metrics file) of every row of the DG table."""
+    rows = [
+        ("zero-shot CLIP", 0, target, f"{RESULTS}/reference/targets/{target}/zeroshot.json")
+        for target in DG["targets"]
+    ]
+    for variant, name in DG_MODELS.items():
+        if variant not in config["ablation"]["variants"]:
+            continue
+        for seed in config["ablation"]["seeds"]:
+            rows += [
+                (
+                    name,
+                    seed,
+                    target,
+                    f"{RESULTS}/ablation/{variant}-s{seed}/eval/targets/{target}/metrics.json",
+                )
+                for target in DG["targets"]
+            ]
+    return rows
+
+
+def dg_table_args(wildcards):
+    return " ".join(
+        f"--run {shlex.quote(model)} {seed} {target} {shlex.quote(path)}"
+        for model, seed, target, path in dg_runs()
+    )
 
 
 def uses_caption_clip(run=""):
@@ -244,9 +374,28 @@ def train_table(wildcards):
 
 def prompt_run(run):
     """Variants whose stage-1 config and training table equal the main run's reuse the main
-    run's prompts."""
+    run's prompts; on the ICS table, one whose keys equal an earlier run's reuses that run's
+    (stage 1 reads no train.* key, so a variant's seeds share one prompt run)."""
     same = keys_json(run_config(config, run), PROMPT_KEYS) == keys_json(config, PROMPT_KEYS)
-    return "" if same and uses_clusters(run) == uses_clusters() else run
+    if same and uses_clusters(run) == uses_clusters():
+        return ""
+    if uses_clusters(run):  # each run clusters its own table
+        return run
+    return _first_prompt_run(keys_json(run_config(config, run), PROMPT_KEYS), run)
+
+
+_PROMPT_RUNS = {}
+
+
+def _first_prompt_run(keys, run):
+    if keys not in _PROMPT_RUNS:
+        _PROMPT_RUNS[keys] = next(
+            other
+            for other in all_runs()
+            if not uses_clusters(other)
+            and keys_json(run_config(config, other), PROMPT_KEYS) == keys
+        )
+    return _PROMPT_RUNS[keys]
 
 
 def prompt_dir(wildcards):
@@ -512,6 +661,8 @@ def epoch_metrics_args(wildcards, input):
 
 
 def all_targets():
+    if IS_DG:
+        return [f"{RESULTS}/dg/table.md"]
     targets = [
         f"{RESULTS}/eval/metrics.json",
         f"{RESULTS}/reference/zeroshot.json",

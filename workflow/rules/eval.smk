@@ -32,6 +32,62 @@ rule evaluate:
         "--out-dir {params.out_dir} > {log} 2>&1"
 
 
+# The DG mode: a trained model on each held-out target, and the table of all of them.
+rule evaluate_target:
+    input:
+        model=f"{RESULTS}/{RUN}final/model.pt",
+        query=f"{RESULTS}/targets/{{target}}/query.parquet",
+        gallery=f"{RESULTS}/targets/{{target}}/gallery.parquet",
+    output:
+        metrics=f"{RESULTS}/{RUN}eval/targets/{{target}}/metrics.json",
+        cmc=f"{RESULTS}/{RUN}eval/targets/{{target}}/cmc.parquet",
+        features=f"{RESULTS}/{RUN}eval/targets/{{target}}/features.parquet",
+    log:
+        f"{LOGS}/{RUN}evaluate_{{target}}.log",
+    benchmark:
+        benchmark_file("evaluate_{target}", RUN)
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        loader_workers=loader_workers,
+    params:
+        launch=GPU_LAUNCH,
+        cfg=run_cfg(*EVALUATE_KEYS),
+        target_dir=input_folder("query"),
+        out_dir=output_folder("metrics"),
+        label=run_label,
+    shell:
+        "{params.launch} evaluate --set {params.cfg} --stage-keys --loader-workers {resources.loader_workers} "
+        "--model {input.model} --label {params.label} --ics-dir {params.target_dir} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule dg_table:
+    input:
+        [path for _, _, _, path in dg_runs()],
+    output:
+        table=f"{RESULTS}/dg/table.md",
+        csv=f"{RESULTS}/dg/table.csv",
+        json=f"{RESULTS}/dg/table.json",
+    log:
+        f"{LOGS}/dg_table.log",
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        runs=dg_table_args,
+    shell:
+        "{params.launch} dg-table {params.runs} --out {output.table} --csv {output.csv} "
+        "--json {output.json} > {log} 2>&1"
+
+
+rule dg:
+    input:
+        rules.dg_table.output.table,
+
+
 rule ablation:
     input:
         runs=run_metrics("variants"),

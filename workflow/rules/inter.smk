@@ -14,6 +14,7 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
                 block_rule_name(layout_index, block)
             input:
                 unpack(supervised_input),
+                unpack(domain_text_input),
                 previous=lambda w, first=block[0]: epoch_checkpoint(w.run, first - 1),
                 train=train_table,
                 text=text_features,
@@ -36,12 +37,13 @@ for layout_index, (layout, layout_runs) in enumerate(block_layouts().items()):
                 launch=DDP_LAUNCH,
                 cfg=inter_cfg,
                 labels=labels_arg,
+                domain_text=stage3_domain_text_arg,
                 ics_dir=input_folder("train"),
                 prompt_dir=prompt_dir,
                 epochs=" ".join(str(e) for e in block),
                 out_dirs=lambda w, block=block: " ".join(epoch_dir(w.run, e) for e in block),
             shell:
-                "{params.launch} inter-epoch --set {params.cfg} --stage-keys {params.labels} "
+                "{params.launch} inter-epoch --set {params.cfg} --stage-keys {params.labels}{params.domain_text} "
                 "--epoch {params.epochs} --previous {input.previous} --ics-dir {params.ics_dir} "
                 "--prompt-dir {params.prompt_dir} --out-dir {params.out_dirs} > {log} 2>&1"
 

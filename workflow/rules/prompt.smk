@@ -6,10 +6,7 @@ rule prompt:
         unpack(clip_input),
         train=train_table,
     output:
-        tokens=f"{RESULTS}/{RUN}prompt/prompt_tokens.pt",
-        text=f"{RESULTS}/{RUN}prompt/text_features.parquet",
-        log=f"{RESULTS}/{RUN}prompt/log.parquet",
-        metrics=f"{RESULTS}/{RUN}prompt/metrics.json",
+        **prompt_outputs(),
     log:
         f"{LOGS}/{RUN}prompt.log",
     benchmark:
@@ -25,6 +22,7 @@ rule prompt:
         clip=clip_arg,
         ics_dir=input_folder("train"),
         out_dir=output_folder("tokens"),
+        domain_text=domain_text_arg,
     shell:
         "{params.launch} prompt --set {params.cfg} --stage-keys {params.clip} --ics-dir {params.ics_dir} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "--out-dir {params.out_dir}{params.domain_text} > {log} 2>&1"

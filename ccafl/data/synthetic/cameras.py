@@ -3,6 +3,7 @@ pretraining photos."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -91,8 +92,64 @@ def _camera_background(rng: np.random.Generator, shape: tuple[int, int], hue: fl
     return _render_background(rng, shape, wall, floor, style)
 
 
+@dataclass(frozen=True)
+class DomainLook:
+    """What every camera of one world shares (a dataset's look in the DG mode): a colour cast,
+    a brightness and contrast, a background hue family and a sensor quality.
+
+    Drawn from its own random stream, so a world's cameras are the same draws with or
+    without it; ``strength`` 0 (the default) leaves every camera exactly as it was.
+    """
+
+    strength: float
+    gains: np.ndarray  # (3,)
+    global_gain: float
+    gamma: float
+    saturation: float
+    hue: float  # the hue the cameras' backgrounds are pulled towards
+    blur: float
+    noise: float
+
+    @classmethod
+    def sample(cls, spec: SyntheticSpec) -> DomainLook:
+        rng = _rng(spec.seed, "domain")
+        d = float(spec.domain_shift)
+        warm, tint = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        return cls(
+            strength=d,
+            gains=(1 + d * np.array([0.25 * warm, 0.12 * tint, -0.25 * warm])).astype(np.float32),
+            global_gain=math.exp(d * rng.uniform(-0.35, 0.35)),
+            gamma=math.exp(d * rng.uniform(-0.3, 0.3)),
+            saturation=max(0.0, 1 + d * float(rng.uniform(-0.5, 0.3))),
+            hue=float(rng.uniform()),
+            blur=d * float(rng.uniform(0.0, 0.6)),
+            noise=d * float(rng.uniform(0.0, 5.0)),
+        )
+
+    def apply(self, camera: CameraModel, bg_shape: tuple[int, int], seed: int) -> CameraModel:
+        """The camera seen through this look: its background's hue pulled towards the
+        domain's, its sensor shifted by the domain's cast and quality."""
+        if not self.strength:
+            return camera
+        mix = min(self.strength, 1.0)
+        crng = _rng(seed, "domain-background", camera.index)
+        domain_bg = _camera_background(crng, bg_shape, self.hue, int(crng.integers(4)))
+        background = (1 - 0.6 * mix) * camera.background + 0.6 * mix * domain_bg
+        return dataclasses.replace(
+            camera,
+            gains=np.maximum(camera.gains * self.gains, 0.2).astype(np.float32),
+            global_gain=camera.global_gain * self.global_gain,
+            gamma=camera.gamma * self.gamma,
+            saturation=camera.saturation * self.saturation,
+            background=np.clip(background, 0, 255).astype(np.float32),
+            blur=camera.blur + self.blur,
+            noise=camera.noise + self.noise,
+        )
+
+
 def sample_cameras(spec: SyntheticSpec) -> list[CameraModel]:
-    """Cameras with well-spread signatures (temperatures, hues, views are spaced, then shuffled).
+    """Cameras with well-spread signatures (temperatures, hues, views are spaced, then shuffled),
+    seen through the world's `DomainLook` when ``spec.domain_shift`` is set.
 
     All random numbers are drawn whatever the strength, so strength only scales the same shifts.
     """
@@ -145,7 +202,8 @@ def sample_cameras(spec: SyntheticSpec) -> list[CameraModel]:
                 light_shift=s * crng.uniform(-0.6, 0.6),
             )
         )
-    return cameras
+    look = DomainLook.sample(spec)
+    return [look.apply(camera, bg_shape, spec.seed) for camera in cameras]
 
 
 WEB_CAMERA = -1  # camera index of pretraining photos (file names say c0)

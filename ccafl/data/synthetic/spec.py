@@ -31,6 +31,8 @@ class SyntheticSpec:
     pretrain_frames: tuple[int, int] = (1, 2)
     pretrain_photometry: float = 1.0
     caption_parts: tuple[int, int] = (3, 5)
+    # One look shared by all cameras of this world (the DG mode's domains): 0 = none.
+    domain_shift: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("cameras_per_id", "frames_per_camera", "pretrain_frames", "caption_parts"):
@@ -65,6 +67,8 @@ class SyntheticSpec:
             raise ValueError("images must be at least 16x8 (HxW)")
         if self.shift_strength < 0:
             raise ValueError("shift_strength must be >= 0")
+        if self.domain_shift < 0:
+            raise ValueError("domain_shift must be >= 0")
         if self.n_distractors < 0 or self.n_junk < 0:
             raise ValueError("n_distractors and n_junk must be >= 0")
 
@@ -88,7 +92,11 @@ class SyntheticSpec:
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict (tuples as lists)."""
-        return {
+        """JSON-ready dict (tuples as lists); ``domain_shift`` only when set, so the spec.json
+        of a world without a domain look stays as it was before the key existed."""
+        out = {
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
+        if not self.domain_shift:
+            del out["domain_shift"]
+        return out
