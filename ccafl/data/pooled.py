@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ccafl.data.datasets import DatasetError, RawDataset, load_dataset
-from ccafl.data.ics import EVAL_COLUMNS, check_evaluable, relabel, verify_images
+from ccafl.data.ics import EVAL_COLUMNS, _camera_order, check_evaluable, relabel, verify_images
 from ccafl.io import write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -147,10 +147,9 @@ def target_tables(
     split is never written anywhere."""
     start = time.perf_counter()
     raw = load_dataset(target.root, target.format, target.layout)
-    check_evaluable_or_name(raw, target)
+    index = _camera_index(raw)
+    check_evaluable_or_name(raw, target, index)
     verify_images(raw.root, [*raw.query["path"], *raw.gallery["path"]], verify)
-    cameras = sorted(set(raw.query["camera_name"]) | set(raw.gallery["camera_name"]))
-    index = {name: i for i, name in enumerate(cameras)}
     out_dir = Path(out_dir)
     summary = {"target": target.name, "root": str(target.root), "format": target.format}
     for split, df in (("query", raw.query), ("gallery", raw.gallery)):
@@ -163,22 +162,27 @@ def target_tables(
             "images": len(table),
             "ids": int(table.loc[table.pid > 0, "pid"].nunique()),
         }
-    summary["n_cameras"] = len(cameras)
+    summary["n_cameras"] = len(index)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     write_json(summary, out_dir / "summary.json")
     return summary
 
 
-def check_evaluable_or_name(raw: RawDataset, domain: Domain) -> None:
+def _camera_index(raw: RawDataset) -> dict[str, int]:
+    """A dataset's test cameras in the order the ICS tables give them (`_camera_order`)."""
+    names = pd.concat([raw.query["camera_name"], raw.gallery["camera_name"]])
+    return {name: i for i, name in enumerate(_camera_order(names))}
+
+
+def check_evaluable_or_name(
+    raw: RawDataset, domain: Domain, index: dict[str, int] | None = None
+) -> None:
     """`check_evaluable` on one domain's own cameras, its error naming the domain's key."""
-    cameras = {
-        n: i
-        for i, n in enumerate(sorted(set(raw.query.camera_name) | set(raw.gallery.camera_name)))
-    }
+    index = index or _camera_index(raw)
     try:
         check_evaluable(
-            raw.query.assign(camera=raw.query.camera_name.map(cameras)),
-            raw.gallery.assign(camera=raw.gallery.camera_name.map(cameras)),
+            raw.query.assign(camera=raw.query.camera_name.map(index)),
+            raw.gallery.assign(camera=raw.gallery.camera_name.map(index)),
             raw.root,
         )
     except DatasetError as error:
