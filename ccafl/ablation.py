@@ -255,3 +255,76 @@ def write_calibration(result: dict, out: str | Path, json_out: str | Path) -> No
     lines += [row(r) for r in result["ratios"]]
     write_text("\n".join(lines) + "\n", out)
     write_text(json.dumps(result, indent=2) + "\n", json_out)
+
+
+# CALR's components (issue 19), each switched off by one run of the calr-* group.
+CALR_COMPONENTS = ("refinement", "camera alignment", "entropy weights")
+
+
+def calr_switches(config: dict, variant: str) -> dict[str, bool]:
+    """Which of CALR's stage-B components a run trains with, read from its config: the pivot
+    refinement, the camera alignment (any alignment epoch) and the camera-entropy weights
+    (starting before the last stage-3 epoch)."""
+    cfg = run_config(config, run_id(variant, config["ablation"]["seeds"][0]))
+    clusters, train = cfg["clusters"], cfg["train"]
+    stage3_epochs = train["epochs"] - train["intra_epochs"]
+    return {
+        "refinement": bool(clusters["refine"]),
+        "camera alignment": clusters["alignment_epochs"] > 0,
+        "entropy weights": clusters["weights_after"] < stage3_epochs,
+    }
+
+
+def calr_component_table(
+    runs: dict[tuple[str, int], tuple[str | Path, str | Path]],
+) -> pd.DataFrame:
+    """Per (variant, seed): mAP / rank-1 (percent) from eval/metrics.json and the BCubed
+    F-score of the refined and the global clusters at the last stage-3 epoch (its
+    metrics.json; NaN where the run had no truth table)."""
+    table = variant_table({key: metrics for key, (metrics, _) in runs.items()})
+    epochs = [json.loads(Path(epoch).read_text()) for _, epoch in runs.values()]
+    for column, key in (("refined_bcubed_f", "refined"), ("global_bcubed_f", "global")):
+        table[column] = [e.get(f"clusters_{key}_bcubed_f_score", float("nan")) for e in epochs]
+    return table.drop(columns="mINP")
+
+
+def write_calr_component_table(
+    config: dict,
+    runs: dict[tuple[str, int], tuple[str | Path, str | Path]],
+    out: str | Path,
+    csv_out: str | Path,
+    zeroshot: str | Path | None = None,
+) -> pd.DataFrame:
+    """Markdown table ``out``: one row per CALR variant, its components on (x) or off, mAP and
+    rank-1 mean ± std over seeds (per-seed mAP in brackets) and the last epoch's cluster
+    F-scores; the zero-shot CLIP's best feature above them. ``csv_out``: every run."""
+    table = calr_component_table(runs)
+
+    def spread(values: pd.Series, digits: int = 1) -> str:
+        std = values.std() if len(values) > 1 else 0.0
+        return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
+
+    header = " | ".join(CALR_COMPONENTS)
+    lines = [
+        f"| run | {header} | mAP (%) | rank-1 (%) | BCubed F, refined | BCubed F, global | seeds |",
+        "|---|" + "---|" * (len(CALR_COMPONENTS) + 5),
+    ]
+    if zeroshot is not None:
+        best = json.loads(Path(zeroshot).read_text())["best"]
+        lines.append(
+            f"| zero-shot CLIP ({best['feature']}, {best['way']}) |"
+            + " |" * len(CALR_COMPONENTS)
+            + f" {100 * best['mAP']:.1f} | {100 * best['rank1']:.1f} | | | - |"
+        )
+    for variant, rows in table.groupby("variant", sort=False):
+        on = calr_switches(config, variant)
+        marks = " | ".join("x" if on[c] else "" for c in CALR_COMPONENTS)
+        maps = ", ".join(f"{v:.1f}" for v in rows["mAP"])
+        lines.append(
+            f"| {variant} | {marks} | {spread(rows['mAP'])} ({maps}) | {spread(rows['rank1'])} "
+            f"| {spread(rows['refined_bcubed_f'], 3)} | {spread(rows['global_bcubed_f'], 3)} "
+            f"| {len(rows)} |"
+        )
+    write_text("\n".join(lines) + "\n", out)
+    write_text(table.to_csv(index=False), csv_out)
+    return table

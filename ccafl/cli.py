@@ -48,6 +48,7 @@ COMMANDS = {
     "supervised-labels": "ccafl.stages:supervised_labels",
     "variant-table": "ccafl.stages:variant_table",
     "calibration": "ccafl.stages:calibration",
+    "calr-table": "ccafl.stages:calr_table",
     "dg-table": "ccafl.stages:dg_table",
     "report": "ccafl.report_cli:report",
     "calr-clusters-plot": "ccafl.report_cli:calr_clusters_plot",

@@ -330,6 +330,34 @@ def variant_table(args: argparse.Namespace, settings: Settings) -> None:
     log.info("%d runs collected into %s", len(table), args.out)
 
 
+def _calr_table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run",
+        nargs=4,
+        action="append",
+        default=[],
+        metavar=("VARIANT", "SEED", "METRICS", "EPOCH_METRICS"),
+        help="one CALR run: its variant, seed, eval/metrics.json and its last stage-3 epoch's "
+        "metrics.json (repeat per run)",
+    )
+    p.add_argument("--zeroshot", type=Path, help="the zero-shot reference JSON, listed first")
+    p.add_argument("--out", type=Path, required=True, help="markdown table to write")
+    p.add_argument("--csv", type=Path, required=True, help="CSV of every run to write")
+
+
+@command(
+    "CALR's component ablation: refinement, camera alignment, entropy weights on or off, "
+    "mean ± std over seeds with the last epoch's cluster F-scores",
+    _calr_table_args,
+)
+def calr_table(args: argparse.Namespace, settings: Settings) -> None:
+    from ccafl.ablation import write_calr_component_table
+
+    runs = {(v, int(s)): (Path(m), Path(e)) for v, s, m, e in args.run}
+    table = write_calr_component_table(settings.raw, runs, args.out, args.csv, args.zeroshot)
+    log.info("%d CALR runs collected into %s", len(table), args.out)
+
+
 def _reference_args(p: argparse.ArgumentParser) -> None:
     _paths("ics_dir", "clip")(p)
     _loader_workers_arg(p)

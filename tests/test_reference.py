@@ -130,3 +130,51 @@ def test_reference_rows_on_a_tiny_world(tiny_dataset: dict) -> None:
         assert all(0 < row["mAP"] <= 1 for row in rows)
         assert result["best"]["mAP"] == max(row["mAP"] for row in rows)
     assert untrained["source"] == "untrained" and clip["source"] == "captions"
+
+
+def test_calr_component_table_marks_each_switched_off_component(tmp_path: Path) -> None:
+    """The default config's calr variant and its three calr-* sweeps: each sweep switches
+    exactly one component off, and the table's mean ± std and F-scores come from the files."""
+    import yaml
+
+    from ccafl.ablation import CALR_COMPONENTS, calr_switches, write_calr_component_table
+    from ccafl.config import validate
+
+    config = validate(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    off = {"calr-norefine": "refinement", "calr-noalign": "camera alignment"}
+    off["calr-noweights"] = "entropy weights"
+    assert all(calr_switches(config, "calr").values())
+    for variant, component in off.items():
+        switches = calr_switches(config, variant)
+        assert [c for c in CALR_COMPONENTS if not switches[c]] == [component], variant
+    runs = {}
+    for variant, seed, m_ap, refined in (("calr", 0, 0.30, 0.6), ("calr", 1, 0.34, 0.5)):
+        epoch = tmp_path / f"{variant}{seed}_epoch.json"
+        epoch.write_text(
+            json.dumps(
+                {"clusters_refined_bcubed_f_score": refined, "clusters_global_bcubed_f_score": 0.4}
+            )
+        )
+        runs[(variant, seed)] = (_metrics(tmp_path / f"{variant}{seed}.json", m_ap), epoch)
+    runs[("calr-norefine", 0)] = (_metrics(tmp_path / "nr.json", 0.2), tmp_path / "nr_e.json")
+    (tmp_path / "nr_e.json").write_text("{}")  # no truth table: no F-scores
+    best = {"mAP": 0.25, "rank1": 0.25, "feature": "projection", "way": "raw"}
+    (tmp_path / "zs.json").write_text(json.dumps({"best": best}))
+    out = tmp_path / "calr.md"
+    table = write_calr_component_table(
+        config, runs, out, tmp_path / "calr.csv", tmp_path / "zs.json"
+    )
+    text = out.read_text()
+    assert "| zero-shot CLIP (projection, raw) | | | | 25.0 | 25.0 | | | - |" in text
+    assert "| calr | x | x | x | 32.0 ± 2.8 (30.0, 34.0) | 32.0 ± 2.8 | 0.550 ± 0.071 " in text
+    assert "| calr-norefine |  | x | x | 20.0 ± 0.0 (20.0) |" in text
+    assert len(table) == 3 and table["refined_bcubed_f"].isna().sum() == 1
+
+
+def test_calr_ablation_plan_runs_the_four_calr_runs_per_seed(tmp_path: Path) -> None:
+    out = snakemake_dry_run(tmp_path, target="calr_ablation")
+    line = next(line for line in out.splitlines() if " -m ccafl calr-table " in line)
+    for variant in ("calr", "calr-norefine", "calr-noalign", "calr-noweights"):
+        for seed in (0, 1):
+            run = f"results/synthetic/ablation/{variant}-s{seed}/"
+            assert f"{run}eval/metrics.json {run}inter/epoch_040/metrics.json" in line

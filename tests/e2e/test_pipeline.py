@@ -280,6 +280,22 @@ def test_calr_target_trains_stage_3_on_refined_clusters(workdir: Path) -> None:
         assert image.format == "PNG" and image.size[1] > 300
 
 
+def test_calr_ablation_table_from_the_calr_run(workdir: Path) -> None:
+    """The tiny config names only calr: its table has the zero-shot row and calr's, every
+    component on, read from the run just trained (nothing is retrained)."""
+    snakemake(workdir, "calr_ablation")
+    table = (workdir / "results" / "tiny" / "ablation" / "calr_components.md").read_text()
+    assert "| zero-shot CLIP (" in table and "| calr | x | x |" in table
+    runs = pd.read_csv(workdir / "results" / "tiny" / "ablation" / "calr_components.csv")
+    metrics = json.loads(
+        (
+            workdir / "results" / "tiny" / "ablation" / "calr-s0" / "eval" / "metrics.json"
+        ).read_text()
+    )
+    assert runs["variant"].tolist() == ["calr"] and runs["mAP"][0] == 100 * metrics["mAP"]
+    assert 0 <= runs["refined_bcubed_f"][0] <= 1
+
+
 def test_typo_in_config_is_named(workdir: Path) -> None:
     bad = workdir / "typo.yaml"
     bad.write_text("train:\n  epoch: 3\n")

@@ -686,3 +686,42 @@ def usl_targets(variant):
         *epoch_artifacts(run),
         *calr_plots(run),
     ]
+
+
+# CALR's component ablation (`snakemake calr_ablation`): the calr variant and the runs that
+# switch one component off, those of them the config names (variants or sweeps).
+CALR_ABLATION_RUNS = ("calr", "calr-norefine", "calr-noalign", "calr-noweights")
+
+
+def calr_ablation_runs():
+    """(variant, seed, eval metrics, last stage-3 epoch's metrics) of every run of the table."""
+    ablation = config["ablation"]
+    named = {**ablation["variants"], **ablation["sweeps"]}
+    rows = []
+    for variant in CALR_ABLATION_RUNS:
+        if variant not in named:
+            continue
+        for seed in ablation["seeds"]:
+            run = f"ablation/{variant}-s{seed}/"
+            last = inter_epochs(run)[-1]
+            rows.append(
+                (
+                    variant,
+                    seed,
+                    f"{RESULTS}/{run}eval/metrics.json",
+                    f"{epoch_dir(run, last)}/metrics.json",
+                )
+            )
+    if not rows:
+        raise ValueError(
+            f"ablation.variants and ablation.sweeps name none of {list(CALR_ABLATION_RUNS)}: "
+            "the CALR ablation needs at least calr"
+        )
+    return rows
+
+
+def calr_ablation_args(wildcards):
+    return " ".join(
+        f"--run {variant} {seed} {shlex.quote(metrics)} {shlex.quote(epoch)}"
+        for variant, seed, metrics, epoch in calr_ablation_runs()
+    )

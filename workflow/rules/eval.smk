@@ -140,6 +140,28 @@ rule calr:
         lambda w: usl_targets("calr"),
 
 
+# CALR's components (refinement, camera alignment, entropy weights), each switched off by
+# one run, at every seed (issue 19).
+rule calr_ablation:
+    input:
+        runs=lambda w: [p for row in calr_ablation_runs() for p in row[2:]],
+        zeroshot=f"{RESULTS}/reference/zeroshot.json",
+    output:
+        table=f"{RESULTS}/ablation/calr_components.md",
+        csv=f"{RESULTS}/ablation/calr_components.csv",
+    log:
+        f"{LOGS}/calr_ablation.log",
+    conda:
+        CONDA_ENV
+    params:
+        launch=LAUNCH,
+        cfg=cfg_json("ablation", "clusters", "train"),  # each run's component switches
+        runs=calr_ablation_args,
+    shell:
+        "{params.launch} calr-table --set {params.cfg} --stage-keys {params.runs} "
+        "--zeroshot {input.zeroshot} --out {output.table} --csv {output.csv} > {log} 2>&1"
+
+
 rule calibration:
     input:
         zeroshot=f"{RESULTS}/reference/zeroshot.json",
