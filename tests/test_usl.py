@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import build_market_tree, build_msmt_tree, snakemake_dry_run
 
 from ccafl.errors import UserError
 from ccafl.training.local import check_cameras, local_gids, local_table, train_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _images(counts: dict[str, int]) -> pd.DataFrame:
@@ -40,3 +47,34 @@ def test_a_camera_too_small_for_the_rule_names_the_camera_and_the_key():
     with pytest.raises(UserError, match=r"camera 'c2' has 3 .*clusters.images_per_cluster=5"):
         check_cameras(_images({"c1": 20, "c2": 3}), 5)
     check_cameras(_images({"c1": 20, "c2": 3}), 3)  # fine at a smaller size
+
+
+@pytest.mark.parametrize(
+    ("dataset_config", "build"),
+    [
+        ("market1501.yaml", build_market_tree),
+        ("dukemtmc.yaml", lambda root: build_market_tree(root, layout="dukemtmc")),
+        ("msmt17.yaml", build_msmt_tree),
+    ],
+)
+def test_calr_overlay_plans_stage_a_and_refined_stage_3_on_each_real_dataset(
+    tmp_path: Path, dataset_config: str, build
+) -> None:
+    """config/calr.yaml laid over a paper config: the main run clusters each camera (stage A)
+    and trains stage 3 on refined clusters, with CALR's stage-A schedule."""
+    root = build(tmp_path / "data")
+    weights = tmp_path / "RN50.pt"  # planned, not read: a dry run opens no weights
+    weights.write_bytes(b"")
+    out = snakemake_dry_run(
+        tmp_path,
+        str(REPO / "config" / "calr.yaml"),
+        "--config",
+        f"dataset={json.dumps({'root': str(root)})}",
+        f"clip={json.dumps({'pretrained': str(weights)})}",
+        configfile=REPO / "config" / dataset_config,
+    )
+    assert re.search(r"^\s*(?:local)?rule local_clusters:", out, re.M), out[-2000:]
+    inter = [line for line in out.splitlines() if " inter-epoch " in line]
+    assert inter and all('"labels": "refined"' in line for line in inter)
+    stage_a = next(line for line in out.splitlines() if " local-clusters " in line)
+    assert '"epochs": 25' in stage_a and '"images_per_cluster": 5' in stage_a

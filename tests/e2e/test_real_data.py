@@ -100,12 +100,11 @@ def snakemake(work: Path, *targets: str) -> None:
     run(work, "-m", "snakemake", "--snakefile", snakefile, "--cores", str(CORES), *targets)
 
 
-@pytest.fixture(scope="module")
-def real_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def market_work_dir(work: Path) -> Path:
+    """The Market fixture, a random-weight RN50 saved as OpenAI's checkpoint and CONFIG reading
+    both as ``work/config/config.yaml``; returns the weights file."""
     import open_clip
 
-    start = time.perf_counter()
-    work = tmp_path_factory.mktemp("real")
     weights = work / "offline" / "RN50-openai.pt"
     weights.parent.mkdir()
     torch.manual_seed(0)
@@ -114,7 +113,14 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     config["clip"] = {**CONFIG["clip"], "pretrained": str(weights)}
     (work / "config").mkdir()
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return weights
 
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    start = time.perf_counter()
+    work = tmp_path_factory.mktemp("real")
+    weights = market_work_dir(work)
     results = work / "results" / "real"
     snakemake(work, "results/real/prompt/text_features.parquet")  # ics, clip_import, stage 1
     weights.unlink()  # the user's file is not needed any more
@@ -177,3 +183,30 @@ def test_stage3_final_and_evaluate_need_no_pretrained_weights(real_run: dict) ->
     pd.testing.assert_frame_equal(
         graph, pd.read_parquet(results / "inter" / "epoch_003" / "graph.parquet")
     )
+
+
+def test_calr_overlay_runs_the_unsupervised_dag_on_the_market_fixture(tmp_path: Path) -> None:
+    """config/calr.yaml over the Market fixture with a local RN50: stage A, stages 1-3 on its
+    clusters with CALR's refined stage B, final and evaluate, on a tiny schedule."""
+    market_work_dir(tmp_path)
+    tiny = {  # the overlay's schedule, shrunk to the fixture (8 images per camera)
+        "train": {k: CONFIG["train"][k] for k in ("epochs", "intra_epochs", "P", "K")}
+        | {"iters_per_epoch": 1, "epochs_per_job": 1},
+        "clusters": {"epochs": 1, "images_per_cluster": 2, "k1": 3, "k2": 1, "k": 4,
+                     "min_size": 2, "weights_after": 0, "alignment_epochs": 1},
+    }  # fmt: skip
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    snakefile = str(REPO / "workflow" / "Snakefile")
+    run(
+        tmp_path, "-m", "snakemake", "results/real/eval/metrics.json", "--snakefile", snakefile,
+        "--cores", str(CORES), "--configfile", str(REPO / "config" / "calr.yaml"),
+        str(tmp_path / "tiny.yaml"),
+    )  # fmt: skip
+    results = tmp_path / "results" / "real"
+    local = pd.read_parquet(results / "clusters" / "local_clusters.parquet")
+    assert list(local.columns) == ["path", "camera", "local_cluster"] and len(local) == 24
+    assert local.groupby("camera")["local_cluster"].nunique().tolist() == [4, 4, 4]
+    labels = pd.read_parquet(results / "inter" / "epoch_003" / "labels.parquet")
+    assert {"cluster", "global_cluster", "local_cluster"} <= set(labels.columns)
+    metrics = json.loads((results / "eval" / "metrics.json").read_text())
+    assert metrics["n_query"] == 3 and 0 <= metrics["mAP"] <= 1
