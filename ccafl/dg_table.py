@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ccafl.errors import UserError
 from ccafl.io import write_json, write_text
 
 AVERAGE = "Average"
@@ -85,5 +86,22 @@ def write_dg_table(
     )
     write_text(text, out)
     write_text(table.to_csv(index=False), csv)
-    write_json({"rows": table.to_dict(orient="records")}, json_out)
+    recorded = [
+        {"model": model, "seed": int(seed), "target": target, "metrics": str(path)}
+        for model, seed, target, path in runs
+    ]
+    write_json({"rows": table.to_dict(orient="records"), "runs": recorded}, json_out)
     return table
+
+
+def recorded_runs(table_json: str | Path) -> list[tuple[str, int, str, str]]:
+    """The evaluations an earlier DG table was built from (its JSON's ``runs``), so that the
+    tables of several held-out runs (a leave-one-out) make one table with one Average."""
+    path = Path(table_json)
+    data = json.loads(path.read_text())
+    if "runs" not in data:
+        raise UserError(
+            f"{path}: no 'runs' list (written before DG tables recorded their evaluations); "
+            "rerun its dg_table rule (snakemake dg --forcerun dg_table)"
+        )
+    return [(r["model"], int(r["seed"]), r["target"], r["metrics"]) for r in data["runs"]]

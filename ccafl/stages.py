@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ccafl.commands import command
+from ccafl.errors import UserError
 from ccafl.io import write_json
 from ccafl.settings import Settings
 
@@ -490,6 +491,16 @@ def _dg_table_args(p: argparse.ArgumentParser) -> None:
         help="one evaluation: the model's name, its training seed, the target and its "
         "metrics JSON (eval metrics.json, or a reference JSON whose best feature counts)",
     )
+    p.add_argument(
+        "--from",
+        dest="tables",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TABLE_JSON",
+        help="the evaluations of an earlier DG table (its table.json; repeat: one per "
+        "held-out run of a leave-one-out, which then share one Average)",
+    )
     p.add_argument("--out", type=Path, required=True, help="markdown table to write")
     p.add_argument("--csv", type=Path, required=True, help="CSV to write")
     p.add_argument("--json", type=Path, required=True, help="JSON to write")
@@ -497,8 +508,12 @@ def _dg_table_args(p: argparse.ArgumentParser) -> None:
 
 @command("DG mode: every model on every held-out target, and the average row", _dg_table_args)
 def dg_table(args: argparse.Namespace, settings: Settings) -> None:
-    from ccafl.dg_table import write_dg_table
+    from ccafl.dg_table import recorded_runs, write_dg_table
 
     runs = [(model, int(seed), target, Path(path)) for model, seed, target, path in args.run]
+    for table_json in args.tables:
+        runs += recorded_runs(table_json)
+    if not runs:
+        raise UserError("dg-table: no evaluation given; pass --run or --from")
     table = write_dg_table(runs, args.out, args.csv, args.json)
     log.info("%d rows written to %s", len(table), args.out)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import build_market_tree
 
 from ccafl.checks import config_problems, dg_domain_problems
@@ -19,6 +20,8 @@ from ccafl.data.pooled import PID_STRIDE, domains_from_config, pool_sources, tar
 from ccafl.data.synthetic import SyntheticSpec, synthesize
 from ccafl.data.synthetic.cameras import sample_cameras
 from ccafl.dg_table import AVERAGE, dg_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 WORLD = {
     "n_cameras": 2,
@@ -190,6 +193,46 @@ def test_dg_table_averages_targets_per_seed_then_seeds(tmp_path: Path) -> None:
     assert table.loc[AVERAGE, "seeds"] == 2
 
 
+def test_leave_one_out_tables_merge_into_one_average(tmp_path: Path) -> None:
+    """Two held-out runs' tables (one target each) give, by dg-table --from, the table of
+    both targets, averaged per seed over the targets, as if one run had held out both."""
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ccafl", "dg-table", *args],
+            cwd=tmp_path, capture_output=True, text=True,
+        )  # fmt: skip
+
+    values = {("x", 0): 0.2, ("x", 1): 0.4, ("y", 0): 0.4, ("y", 1): 0.6}
+    for target in ("x", "y"):
+        runs = []
+        for seed in (0, 1):
+            path = write_metrics(tmp_path / f"{seed}{target}.json", values[target, seed], 0.5)
+            runs += ["--run", "m", str(seed), target, path.name]
+        out = [f"--{kind}" for kind in ("out", "csv", "json")]
+        names = [f"{target}/table.{ext}" for ext in ("md", "csv", "json")]
+        done = cli(*runs, *[a for pair in zip(out, names, strict=True) for a in pair])
+        assert done.returncode == 0, done.stderr
+    done = cli(
+        "--from", "x/table.json", "--from", "y/table.json",
+        "--out", "loo.md", "--csv", "loo.csv", "--json", "loo.json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "loo.csv").set_index("target")
+    assert table.loc[AVERAGE, "mAP"] == pytest.approx(40.0)  # per seed 30 and 50
+    assert table.loc[AVERAGE, "mAP std"] == pytest.approx(np.std([30.0, 50.0], ddof=1))
+    assert (
+        "| m | 30.0 ± 14.1 / 50.0 | 50.0 ± 14.1 / 50.0 | 40.0 ± 14.1 / 50.0 |"
+        in (tmp_path / "loo.md").read_text()
+    )
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"rows": []}))
+    done = cli("--from", "old.json", "--out", "a.md", "--csv", "a.csv", "--json", "a.json")
+    assert done.returncode != 0 and "old.json: no 'runs' list" in done.stderr
+
+
 def test_guiding_loss_signs_pull_towards_the_chosen_prompt() -> None:
     """paper: lower when f is nearer its domain-invariant prompt t+; code: the reverse."""
     import torch
@@ -331,3 +374,24 @@ def test_no_training_stage_reads_a_target_domain(rendered, tmp_path: Path) -> No
     assert {"loss_domain", "domain_acc", "loss_domain_prompt"} <= set(prompt_log.columns)
     domain_text = pd.read_parquet(tmp_path / "p" / "domain_text_features.parquet")
     assert len(domain_text) == data.n_gids and set(domain_text["domain"]) == {0, 1}
+
+
+def test_leave_one_out_runs_hold_out_each_domain_but_the_captions_one() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "dg_leave_one_out", REPO / "scripts" / "dg_leave_one_out.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = yaml.safe_load((REPO / "config" / "dg-synthetic.yaml").read_text())
+    runs = dict(script.held_out_runs(config, None))
+    assert list(runs) == ["dg-synthetic-east", "dg-synthetic-south", "dg-synthetic-west"]
+    assert runs["dg-synthetic-south"]["dg"] == {
+        "sources": ["north", "east", "west"],
+        "targets": ["south"],
+    }
+    with pytest.raises(SystemExit, match="north is dg.captions"):
+        script.held_out_runs(config, ["north"])
+    with pytest.raises(SystemExit, match=r"\['mars'\] not in dg.domains"):
+        script.held_out_runs(config, ["mars"])
