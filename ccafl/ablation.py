@@ -117,6 +117,11 @@ def reference_rows(references: dict[str, str | Path]) -> list[str]:
     return lines
 
 
+def _plus_minus(mean: float, std: float, digits: int = 1) -> str:
+    """The mean ± std of a run's seeds; one seed has no spread (pandas' std is NaN): 0."""
+    return f"{mean:.{digits}f} ± {0 if pd.isna(std) else std:.{digits}f}"
+
+
 def write_variant_table(
     config: dict,
     metrics_files: dict[tuple[str, int], str | Path],
@@ -151,9 +156,8 @@ def write_variant_table(
         maps = ", ".join(f"{v:.1f}" for v in per_seed["mAP"])
         lines.append(
             f"| {variant} | {s['L_intra2']} | {s['L_i2tce']} | {s['L_ICAL']} | {s['backbone']} "
-            f"| {row.mAP:.1f} ± {0 if pd.isna(row.mAP_std) else row.mAP_std:.1f} ({maps}) "
-            f"| {row.rank1:.1f} ± {0 if pd.isna(row.rank1_std) else row.rank1_std:.1f} "
-            f"| {int(row.seeds)} |"
+            f"| {_plus_minus(row.mAP, row.mAP_std)} ({maps}) "
+            f"| {_plus_minus(row.rank1, row.rank1_std)} | {int(row.seeds)} |"
         )
     write_text("\n".join(lines) + "\n", out)
     write_text(table.to_csv(index=False), csv_out)
@@ -301,8 +305,7 @@ def write_calr_component_table(
     table = calr_component_table(runs)
 
     def spread(values: pd.Series, digits: int = 1) -> str:
-        std = values.std() if len(values) > 1 else 0.0
-        return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
+        return _plus_minus(values.mean(), values.std(), digits)
 
     header = " | ".join(CALR_COMPONENTS)
     lines = [

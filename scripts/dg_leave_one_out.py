@@ -33,8 +33,6 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def held_out_runs(config: dict, held_out: list[str] | None) -> list[tuple[str, dict]]:
     """(dataset.name, --config overrides) of each held-out run."""
