@@ -182,6 +182,7 @@ def dg_problems(config: dict) -> list[str]:
             )
         elif entry.get("synthetic"):
             problems.append(f"dg.domains.{name}.synthetic: only for format: synthetic")
+        problems += _protocol_problems(name, entry, name in targets)
     captions = dg["captions"] or (sources[0] if sources else None)
     if config["clip"]["pretrained"] == "captions" and captions is not None:
         entry = domains.get(captions, {})
@@ -191,6 +192,30 @@ def dg_problems(config: dict) -> list[str]:
                 "pretrains CLIP on its web photos, and a target is never read); name one, or "
                 "set clip.pretrained to a weights file"
             )
+    return problems
+
+
+def _protocol_problems(name: str, entry: dict, is_target: bool) -> list[str]:
+    """dg.domains.<name>.split: only for the small split-based datasets (an integer, or all);
+    CUHK-SYSU is never a target. (combine_all is what a dataset does as a source, so a
+    leave-one-out config sets it once for every dataset; a target ignores it.)"""
+    from ccafl.data.dg_datasets import SPLIT_LOADERS, TRAIN_ONLY
+
+    fmt, split = entry.get("format", "synthetic"), entry.get("split")
+    key = f"dg.domains.{name}"
+    problems = []
+    if split is not None and fmt not in SPLIT_LOADERS:
+        problems.append(
+            f"{key}.split: applies to {', '.join(SPLIT_LOADERS)} only (format is {fmt}); remove it"
+        )
+    elif split is not None and not (isinstance(split, int) or split == "all"):
+        problems.append(f"{key}.split: {split!r} is neither a split number (0-9) nor all")
+    elif isinstance(split, int) and split < 0:
+        problems.append(f"{key}.split: {split} is negative; the splits are numbered from 0")
+    if is_target and fmt in TRAIN_ONLY:
+        problems.append(
+            f"{key}: a {fmt} dataset has no query and gallery (training only); use it as a source"
+        )
     return problems
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ccafl.data.dg_datasets import TEST_SPLIT
 from ccafl.evaluation import cmc_at, rank_metrics
 from ccafl.inference.features import extract_features, pick_device
 from ccafl.io import write_json, write_parquet
@@ -17,6 +18,57 @@ from ccafl.reranking import k_reciprocal_rerank
 from ccafl.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def _retrieval(
+    query: pd.DataFrame,
+    gallery: pd.DataFrame,
+    q_feats: torch.Tensor,
+    g_feats: torch.Tensor,
+    rerank: bool,
+) -> dict:
+    labels = dict(
+        q_pids=query["pid"].to_numpy(),
+        g_pids=gallery["pid"].to_numpy(),
+        q_cams=query["camera"].to_numpy(),
+        g_cams=gallery["camera"].to_numpy(),
+    )
+    if rerank:
+        distmat = k_reciprocal_rerank(q_feats.numpy(), g_feats.numpy())
+        return rank_metrics(distmat, **labels)
+    return rank_metrics(query_features=q_feats, gallery_features=g_feats, **labels)
+
+
+def _per_split(
+    query: pd.DataFrame,
+    gallery: pd.DataFrame,
+    q_feats: torch.Tensor,
+    g_feats: torch.Tensor,
+    rerank: bool,
+) -> dict:
+    """The standard protocol of PRID, GRID, VIPeR and iLIDS: each split's query against its
+    own gallery, the metrics averaged over splits (each split's kept under ``splits``)."""
+    results, splits = [], []
+    for split in sorted(query[TEST_SPLIT].unique()):
+        q = np.flatnonzero(query[TEST_SPLIT].to_numpy() == split)
+        g = np.flatnonzero(gallery[TEST_SPLIT].to_numpy() == split)
+        result = _retrieval(
+            query.iloc[q],
+            gallery.iloc[g],
+            q_feats[torch.from_numpy(q)],
+            g_feats[torch.from_numpy(g)],
+            rerank,
+        )
+        results.append(result)
+        splits.append({"split": int(split), "mAP": result["mAP"], **cmc_at(result)})
+    return {
+        "mAP": float(np.mean([r["mAP"] for r in results])),
+        "mINP": float(np.mean([r["mINP"] for r in results])),
+        "cmc": np.mean([r["cmc"] for r in results], axis=0),
+        "n_valid_queries": sum(r["n_valid_queries"] for r in results),
+        "n_skipped_queries": sum(r["n_skipped_queries"] for r in results),
+        "splits": splits,
+    }
 
 
 def evaluate_model(
@@ -46,18 +98,15 @@ def evaluate_model(
             desc=f"{split} features",
         )
 
-    q_feats, g_feats = features(query, "query"), features(gallery, "gallery")
-    labels = dict(
-        q_pids=query["pid"].to_numpy(),
-        g_pids=gallery["pid"].to_numpy(),
-        q_cams=query["camera"].to_numpy(),
-        g_cams=gallery["camera"].to_numpy(),
-    )
-    if settings.eval.rerank:
-        distmat = k_reciprocal_rerank(q_feats.numpy(), g_feats.numpy())
-        result = rank_metrics(distmat, **labels)
+    by_split = TEST_SPLIT in query.columns
+    if by_split:  # a small DG target: an image recurs across splits, its feature is one
+        index, paths = pd.factorize(pd.concat([query["path"], gallery["path"]]))
+        unique = features(pd.DataFrame({"path": paths}), "query and gallery")
+        q_feats, g_feats = unique[index[: len(query)]], unique[index[len(query) :]]
+        result = _per_split(query, gallery, q_feats, g_feats, settings.eval.rerank)
     else:
-        result = rank_metrics(query_features=q_feats, gallery_features=g_feats, **labels)
+        q_feats, g_feats = features(query, "query"), features(gallery, "gallery")
+        result = _retrieval(query, gallery, q_feats, g_feats, settings.eval.rerank)
     metrics = {
         "mAP": float(result["mAP"]),
         "mINP": float(result["mINP"]),
@@ -69,6 +118,7 @@ def evaluate_model(
         "n_gallery": int(len(gallery)),
         "n_valid_queries": int(result["n_valid_queries"]),
         "n_skipped_queries": int(result["n_skipped_queries"]),
+        **({"splits": result["splits"]} if by_split else {}),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -82,7 +132,9 @@ def evaluate_model(
         )
         all_feats = torch.cat([q_feats, g_feats]).numpy().astype(np.float32)
         write_parquet(
-            table[["split", "path", "pid", "camera"]].assign(feature=list(all_feats)),
+            table[["split", "path", "pid", "camera", *([TEST_SPLIT] if by_split else [])]].assign(
+                feature=list(all_feats)
+            ),
             out_dir / "features.parquet",
         )
     log.info(

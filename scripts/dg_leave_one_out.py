@@ -15,8 +15,10 @@ run again (Snakemake's own bookkeeping: an interrupted protocol resumes). Then
 ``results/<name>-leave-one-out/table.{md,csv,json}``: every model on every held-out domain,
 and its Average (per seed the mean over held-out domains, then mean ± std over seeds).
 
-The domain whose web photos pretrain the tiny CLIP (``dg.captions``) must stay a source, so
-it is never held out by default; ``--held-out`` names the domains to hold out.
+The domain whose web photos pretrain the tiny CLIP (``dg.captions``, when ``clip.pretrained`` is
+``captions``) and training-only datasets (CUHK-SYSU) stay sources, so they are never held out
+by default; ``--held-out`` names the domains to hold out. Several config files are laid over
+each other as Snakemake does (``--configfile config/dg-protocol2.yaml config/dg-protocol3.yaml``).
 
     python scripts/dg_leave_one_out.py                              # every other domain
     python scripts/dg_leave_one_out.py --held-out south west --cores 2
@@ -33,16 +35,28 @@ from pathlib import Path
 
 import yaml
 
+from ccafl.config import deep_merge
+from ccafl.data.dg_datasets import TRAIN_ONLY
+
 
 def held_out_runs(config: dict, held_out: list[str] | None) -> list[tuple[str, dict]]:
     """(dataset.name, --config overrides) of each held-out run."""
     dg = config["dg"]
     domains = list(dg["domains"])
-    captions = dg.get("captions") or dg["sources"][0]
-    chosen = held_out or [d for d in domains if d != captions]
+    captions = None  # only a run whose CLIP is pretrained on a source's captions has one
+    if config.get("clip", {}).get("pretrained") == "captions":
+        captions = dg.get("captions") or dg["sources"][0]
+    # CUHK-SYSU has no query and gallery: it is always a source (CLIP-FGDI's Protocols 2-3)
+    train_only = [d for d, e in dg["domains"].items() if e.get("format") in TRAIN_ONLY]
+    chosen = held_out or [d for d in domains if d != captions and d not in train_only]
     unknown = [d for d in chosen if d not in domains]
     if unknown:
         raise SystemExit(f"--held-out: {unknown} not in dg.domains ({domains})")
+    if set(chosen) & set(train_only):
+        raise SystemExit(
+            f"--held-out: {sorted(set(chosen) & set(train_only))} has no query and gallery "
+            "(training only), so it stays a source"
+        )
     if captions in chosen:
         raise SystemExit(
             f"--held-out: {captions} is dg.captions (its web photos pretrain CLIP), so it must "
@@ -61,10 +75,18 @@ def held_out_runs(config: dict, held_out: list[str] | None) -> list[tuple[str, d
     ]
 
 
-def snakemake(configfile: Path, overrides: dict, cores: int, *targets: str) -> None:
+def merged_config(configfiles: list[Path]) -> dict:
+    """The config files merged as Snakemake merges them (later files win, key by key)."""
+    config: dict = {}
+    for path in configfiles:
+        config = deep_merge(config, yaml.safe_load(path.read_text()) or {})
+    return config
+
+
+def snakemake(configfiles: list[Path], overrides: dict, cores: int, *targets: str) -> None:
     command = [
         sys.executable, "-m", "snakemake", *targets, "--cores", str(cores),
-        "--configfile", str(configfile), "--config",
+        "--configfile", *map(str, configfiles), "--config",
         *(f"{key}={json.dumps(value)}" for key, value in overrides.items()),
     ]  # fmt: skip
     subprocess.run(command, check=True)
@@ -73,7 +95,12 @@ def snakemake(configfile: Path, overrides: dict, cores: int, *targets: str) -> N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--configfile", type=Path, default=Path("config/dg-synthetic.yaml"), help="a DG config"
+        "--configfile",
+        type=Path,
+        nargs="+",
+        default=[Path("config/dg-synthetic.yaml")],
+        help="a DG config, or several laid over each other (e.g. config/dg-protocol2.yaml "
+        "config/dg-protocol3.yaml)",
     )
     parser.add_argument(
         "--held-out", nargs="+", help="domains to hold out, one run each (default: every "
@@ -81,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args(argv)
-    config = yaml.safe_load(args.configfile.read_text())
+    config = merged_config(args.configfile)
     runs = held_out_runs(config, args.held_out)
     for index, (name, overrides) in enumerate(runs, 1):
         print(f"[{index}/{len(runs)}] {name}: held out {overrides['dg']['targets'][0]}", flush=True)

@@ -395,3 +395,27 @@ def test_leave_one_out_runs_hold_out_each_domain_but_the_captions_one() -> None:
         script.held_out_runs(config, ["north"])
     with pytest.raises(SystemExit, match=r"\['mars'\] not in dg.domains"):
         script.held_out_runs(config, ["mars"])
+
+
+def test_leave_one_out_over_the_real_protocol_keeps_cuhk_sysu_a_source() -> None:
+    """Protocols 2 and 3: every dataset but CUHK-SYSU held out in turn (no captions rule for
+    OpenAI weights), the Protocol-3 overlay merged as Snakemake merges it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "dg_leave_one_out", REPO / "scripts" / "dg_leave_one_out.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    files = [REPO / "config" / "dg-protocol2.yaml", REPO / "config" / "dg-protocol3.yaml"]
+    config = script.merged_config(files)
+    assert config["dg"]["domains"]["msmt17"] == {
+        "format": "msmt17",
+        "root": "data/MSMT17_V1",
+        "combine_all": True,
+    }
+    runs = dict(script.held_out_runs(config, None))
+    assert list(runs) == ["dg-protocol3-market1501", "dg-protocol3-msmt17", "dg-protocol3-cuhk03"]
+    assert runs["dg-protocol3-market1501"]["dg"]["sources"] == ["msmt17", "cuhk03", "cuhksysu"]
+    with pytest.raises(SystemExit, match="training only"):
+        script.held_out_runs(config, ["cuhksysu"])

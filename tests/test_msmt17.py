@@ -144,5 +144,5 @@ def test_market_style_name_that_does_not_fit_is_named(tmp_path: Path) -> None:
 
 
 def test_layout_key_is_msmt17_only(market_tree: Path) -> None:
-    with pytest.raises(DatasetError, match="msmt17 only"):
+    with pytest.raises(DatasetError, match="applies to formats msmt17 and cuhk03np only"):
         load_dataset(market_tree, "market1501", "market")

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from ccafl.errors import UserError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+from ccafl.data import dg_datasets
+from ccafl.data.raw import (  # noqa: F401 (re-exported: the loaders' shared types)
+    IMAGE_SUFFIXES,
+    DatasetError,
+    RawDataset,
+    _images_in,
+    _parse_names,
+    _require_dir,
+    _with_train_labels,
+)
 
 MARKET_NAME = re.compile(
     r"^(?P<pid>-?\d+)_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d+)_(?P<box>\d+)\."
@@ -27,56 +33,8 @@ MSMT_NAME = re.compile(r"^(?P<pid>\d+)_(?P<idx>\d+)_(?P<cam>\d+)_(?P<time>\w+?)_
 MSMT_MARKET_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)(?=[_s.])")
 
 
-class DatasetError(UserError, ValueError):
-    """Bad dataset input: the message names the file or folder at fault."""
-
-
-@dataclass
-class RawDataset:
-    """Splits as loaded from disk. train: path, camera_name, intra_label (+ pid if known);
-    query/gallery: path, camera_name, pid. Paths are relative to ``root``."""
-
-    root: Path
-    train: pd.DataFrame
-    query: pd.DataFrame
-    gallery: pd.DataFrame
-    has_train_pid: bool = True
-    layout: str = ""  # which of a format's layouts was read (MSMT17: lists_v1, lists_v2, market)
-
-
-def _require_dir(path: Path) -> Path:
-    if not path.is_dir():
-        raise DatasetError(f"dataset folder not found: {path}")
-    return path
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _parse_folder(root: Path, folder: str, pattern: re.Pattern, layout: str) -> pd.DataFrame:
     return _parse_names(root, _require_dir(root / folder), pattern, layout, _EXAMPLES[layout])
-
-
-def _parse_names(
-    root: Path, directory: Path, pattern: re.Pattern, naming: str, example: str
-) -> pd.DataFrame:
-    """path, camera_name, pid of every image in ``directory`` from its file name."""
-    rows = []
-    for image in _images_in(directory):
-        match = pattern.match(image.name)
-        if match is None:
-            raise DatasetError(
-                f"file name does not follow the {naming} naming: {image} (expected e.g. {example})"
-            )
-        rows.append(
-            {
-                "path": image.relative_to(root).as_posix(),
-                "camera_name": f"c{int(match['cam'])}",
-                "pid": int(match["pid"]),
-            }
-        )
-    return pd.DataFrame(rows, columns=["path", "camera_name", "pid"])
 
 
 _EXAMPLES = {
@@ -85,13 +43,6 @@ _EXAMPLES = {
     "msmt17": "0000/0000_000_01_0303morning_0015_0.jpg 0",
     "msmt17-market": "0000_c14_0000.jpg",
 }
-
-
-def _with_train_labels(train: pd.DataFrame) -> pd.DataFrame:
-    """Training ignores junk (-1) and distractors (0), as the ICS protocol does."""
-    train = train[train["pid"] > 0].copy()
-    train["intra_label"] = train["pid"]
-    return train
 
 
 def load_market_style(root: Path, layout: str) -> RawDataset:
@@ -400,18 +351,35 @@ def check_layout(root: str | Path, fmt: str, layout: str = "auto") -> None:
         for split in ("train", "query", "gallery"):
             _manifest_path(root, split)
     else:
-        raise DatasetError(f"unknown dataset format {fmt!r}; known: {sorted(LOADERS)}")
+        if fmt not in dg_datasets.FORMATS:
+            raise DatasetError(f"unknown dataset format {fmt!r}; known: {known_formats()}")
+        dg_datasets.check_layout(root, fmt, layout)
 
 
-def load_dataset(root: str | Path, fmt: str, layout: str = "auto") -> RawDataset:
-    """The dataset at ``root`` in format ``fmt``; ``layout`` picks among MSMT17's layouts."""
-    if fmt not in LOADERS:
-        raise DatasetError(f"unknown dataset format {fmt!r}; known: {sorted(LOADERS)}")
+def known_formats() -> list[str]:
+    return sorted([*LOADERS, *dg_datasets.FORMATS])
+
+
+def load_dataset(
+    root: str | Path, fmt: str, layout: str = "auto", split: int | None = None
+) -> RawDataset:
+    """The dataset at ``root`` in format ``fmt``; ``layout`` picks among MSMT17's layouts (and
+    CUHK03-NP's labeled/detected boxes), ``split`` one of a small DG target's protocol splits
+    (`ccafl.data.dg_datasets`)."""
+    if fmt not in LOADERS and fmt not in dg_datasets.FORMATS:
+        raise DatasetError(f"unknown dataset format {fmt!r}; known: {known_formats()}")
+    if layout != "auto" and fmt not in ("msmt17", "cuhk03np"):
+        raise DatasetError(
+            f"dataset.layout {layout!r} applies to formats msmt17 and cuhk03np only (format is "
+            f"{fmt!r}); leave it at auto"
+        )
+    if split is not None and fmt not in dg_datasets.SPLIT_LOADERS:
+        raise DatasetError(
+            f"a split applies to {', '.join(dg_datasets.SPLIT_LOADERS)} only (format is "
+            f"{fmt!r}); remove it"
+        )
+    if fmt in dg_datasets.FORMATS:
+        return dg_datasets.load(root, fmt, layout, split)
     if fmt == "msmt17":
         return load_msmt17(Path(root), layout)
-    if layout != "auto":
-        raise DatasetError(
-            f"dataset.layout {layout!r} applies to format msmt17 only (format is {fmt!r}); "
-            "leave it at auto"
-        )
     return LOADERS[fmt](Path(root))

@@ -53,9 +53,12 @@ def global_ids(cameras: np.ndarray, intra_ids: np.ndarray) -> np.ndarray:
     return (pd.Series(cameras).map(offsets).to_numpy() + np.asarray(intra_ids)).astype(np.int64)
 
 
-def relabel(raw: RawDataset) -> ICSTables:
-    """Assign intra ids (contiguous per camera) and gids (ordered by camera then intra id)."""
-    for split in ("train", "query", "gallery"):
+def relabel(raw: RawDataset, require_test: bool = True) -> ICSTables:
+    """Assign intra ids (contiguous per camera) and gids (ordered by camera then intra id).
+
+    ``require_test=False``: empty query and gallery are allowed (DG sources that train on all
+    their images, whose evaluation is on the held-out targets)."""
+    for split in ("train", "query", "gallery") if require_test else ("train",):
         if len(getattr(raw, split)) == 0:
             raise DatasetError(f"the {split} split of {raw.root} is empty")
     cameras = _camera_order(

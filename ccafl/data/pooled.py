@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ccafl.data.datasets import DatasetError, RawDataset, load_dataset
+from ccafl.data.dg_datasets import TEST_SPLIT
 from ccafl.data.ics import EVAL_COLUMNS, _camera_order, check_evaluable, relabel, verify_images
 from ccafl.io import write_json, write_parquet
 
@@ -46,6 +47,8 @@ class Domain:
     root: Path
     layout: str = "auto"
     label: int = -1  # index among the sorted source names; -1 for a target
+    combine_all: bool = False  # as a source, train on all its images; a target ignores it
+    split: int | str | None = None  # a small dataset's protocol split; "all"/None: every one
 
 
 def domains_from_config(config: dict) -> dict[str, Domain]:
@@ -61,8 +64,44 @@ def domains_from_config(config: dict) -> dict[str, Domain]:
         else:
             root = Path(entry["root"]).expanduser()
         label = sources.index(name) if name in sources else -1
-        out[name] = Domain(name, fmt, root, entry.get("layout", "auto"), label)
+        out[name] = Domain(
+            name,
+            fmt,
+            root,
+            entry.get("layout", "auto"),
+            label,
+            bool(entry.get("combine_all", False)),
+            entry.get("split"),
+        )
     return out
+
+
+def _source_split(domain: Domain) -> int | None:
+    """The split a split-based source trains on: its integer split; with combine_all any
+    (split 0: every split holds all images); others have none."""
+    from ccafl.data.dg_datasets import SPLIT_LOADERS
+
+    if domain.format not in SPLIT_LOADERS:
+        return None
+    if isinstance(domain.split, int):
+        return domain.split
+    if domain.combine_all:
+        return 0
+    raise DatasetError(
+        f"dg.domains.{domain.name}.split: a {domain.format} source trains on one protocol "
+        "split; set split to 0-9, or combine_all: true to train on all its images"
+    )
+
+
+def _combined(raw: RawDataset) -> RawDataset:
+    """CLIP-FGDI's combine_all: every labelled image of a source trains (its identities are
+    disjoint across its splits), and it keeps no test split of its own."""
+    parts = [raw.train, raw.query, raw.gallery]
+    everything = pd.concat([p[["path", "camera_name", "pid"]] for p in parts], ignore_index=True)
+    everything = everything[everything["pid"] > 0].drop_duplicates("path").copy()
+    everything["intra_label"] = everything["pid"]
+    empty = raw.query.iloc[0:0]
+    return RawDataset(raw.root, everything.reset_index(drop=True), empty, empty.copy(), True)
 
 
 def synthetic_spec_config(config: dict, name: str) -> dict:
@@ -105,8 +144,11 @@ def pool_sources(
     base = Path(base)
     parts = []
     for domain in sorted(sources, key=lambda d: d.label):
-        raw = load_dataset(domain.root, domain.format, domain.layout)
-        check_evaluable_or_name(raw, domain)
+        raw = load_dataset(domain.root, domain.format, domain.layout, _source_split(domain))
+        if domain.combine_all:
+            raw = _combined(raw)
+        if len(raw.query):  # CUHK-SYSU and combined sources have no test split
+            check_evaluable_or_name(raw, domain)
         verify_images(raw.root, _all_paths(raw), verify)
         parts.append(_namespaced(raw, domain, base))
     pooled = RawDataset(
@@ -116,7 +158,7 @@ def pool_sources(
         pd.concat([p.gallery for p in parts], ignore_index=True),
         all(p.has_train_pid for p in parts),
     )
-    tables = relabel(pooled)
+    tables = relabel(pooled, require_test=False)
     domain_of_path = pooled.train.set_index("path")["domain"]
     train = tables.train.copy()
     train["domain"] = train["path"].map(domain_of_path).astype("int64")
@@ -146,26 +188,61 @@ def target_tables(
     """Write a target's query and gallery tables (paths relative to ``base``); its training
     split is never written anywhere."""
     start = time.perf_counter()
-    raw = load_dataset(target.root, target.format, target.layout)
+    raw = _target_splits(target)
     index = _camera_index(raw)
     check_evaluable_or_name(raw, target, index)
-    verify_images(raw.root, [*raw.query["path"], *raw.gallery["path"]], verify)
+    verify_images(raw.root, sorted({*raw.query["path"], *raw.gallery["path"]}), verify)
     out_dir = Path(out_dir)
     summary = {"target": target.name, "root": str(target.root), "format": target.format}
+    columns = [*EVAL_COLUMNS, *([TEST_SPLIT] if TEST_SPLIT in raw.query else [])]
     for split, df in (("query", raw.query), ("gallery", raw.gallery)):
         table = df.copy()
         table["path"] = _relative(table["path"], raw.root, Path(base))
         table["camera"] = table["camera_name"].map(index).astype("int64")
         table["pid"] = table["pid"].astype("int64")
-        write_parquet(table[EVAL_COLUMNS].reset_index(drop=True), out_dir / f"{split}.parquet")
+        write_parquet(table[columns].reset_index(drop=True), out_dir / f"{split}.parquet")
         summary[split] = {
             "images": len(table),
             "ids": int(table.loc[table.pid > 0, "pid"].nunique()),
         }
+    if TEST_SPLIT in raw.query:
+        summary["test_splits"] = sorted(int(k) for k in raw.query[TEST_SPLIT].unique())
     summary["n_cameras"] = len(index)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     write_json(summary, out_dir / "summary.json")
     return summary
+
+
+def _target_splits(target: Domain) -> RawDataset:
+    """A target's query and gallery. A small dataset's (PRID, GRID, VIPeR, iLIDS) carry the
+    protocol split of each row in ``test_split``: one split, or every one (``split`` all/null),
+    which evaluation scores one by one and averages, as the standard protocol does."""
+    from ccafl.data.dg_datasets import SPLIT_LOADERS, TRAIN_ONLY, n_splits
+
+    if target.format in TRAIN_ONLY:
+        raise DatasetError(
+            f"dg.domains.{target.name}: a {target.format} dataset has no query and gallery "
+            "(training only); use it as a source"
+        )
+    if target.format not in SPLIT_LOADERS:
+        return load_dataset(target.root, target.format, target.layout, target.split)
+    if isinstance(target.split, int):
+        splits = [target.split]
+    else:
+        splits = list(range(n_splits(target.root, target.format)))
+    loaded = [load_dataset(target.root, target.format, split=k) for k in splits]
+    query, gallery = (
+        pd.concat(
+            [
+                getattr(raw, part).assign(**{TEST_SPLIT: k})
+                for k, raw in zip(splits, loaded, strict=True)
+            ],
+            ignore_index=True,
+        )
+        for part in ("query", "gallery")
+    )
+    empty = loaded[0].train.iloc[0:0]
+    return RawDataset(loaded[0].root, empty, query, gallery)
 
 
 def _camera_index(raw: RawDataset) -> dict[str, int]:
