@@ -484,3 +484,21 @@ def guiding_loss(
     if sign == "code":
         return F.softplus(pos - neg).mean()
     raise ValueError(f"fgdi.apn_sign must be 'paper' or 'code', got {sign!r}")
+
+
+def batch_hard_triplet_loss(feats: Tensor, labels: Tensor) -> Tensor:
+    """Batch-hard soft-margin triplet (Hermans et al., 2017), as CLIP-ReID and CLIP-FGDI train
+    their image encoders: per anchor the farthest same-label and the nearest other-label image
+    of the batch, in Euclidean distance of the raw features,
+    ``mean log(1 + exp(d(a, p_hard) - d(a, n_hard)))``. An anchor without a positive or a
+    negative in the batch is left out (a P x K batch has both for every anchor)."""
+    dist = torch.cdist(feats, feats)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=feats.device)
+    positives, negatives = same & ~eye, ~same
+    valid = positives.any(dim=1) & negatives.any(dim=1)
+    if not valid.any():
+        return feats.sum() * 0.0
+    hardest_pos = dist.masked_fill(~positives, float("-inf")).amax(dim=1)
+    hardest_neg = dist.masked_fill(~negatives, float("inf")).amin(dim=1)
+    return F.softplus(hardest_pos[valid] - hardest_neg[valid]).mean()

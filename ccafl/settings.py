@@ -219,6 +219,7 @@ class FgdiSection(Section):
     domain_epochs: int = _absent()
     beta: float = _absent()
     apn_sign: str = _absent()
+    triplet: float = _absent()
 
     @property
     def on(self) -> bool:

@@ -338,3 +338,36 @@ def test_gid_and_ical_in_one_graph_split_their_gradients() -> None:
     assert gid_backbone.abs().sum() == 0 and ical_classifier.abs().sum() == 0
     torch.testing.assert_close(both_backbone, ical_backbone)
     torch.testing.assert_close(both_classifier, gid_classifier)
+
+
+def test_batch_hard_triplet_takes_each_anchors_hardest_pair() -> None:
+    from ccafl.losses import batch_hard_triplet_loss
+
+    torch.manual_seed(0)
+    feats = torch.randn(8, 5)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])  # label 3 has no positive: left out
+    expected = []
+    for a in range(8):
+        pos = [
+            torch.dist(feats[a], feats[j]) for j in range(8) if j != a and labels[j] == labels[a]
+        ]
+        neg = [torch.dist(feats[a], feats[j]) for j in range(8) if labels[j] != labels[a]]
+        if pos:
+            expected.append(torch.nn.functional.softplus(max(pos) - min(neg)))
+    got = batch_hard_triplet_loss(feats, labels)
+    assert got.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+    single = batch_hard_triplet_loss(feats[:2], torch.tensor([0, 0]))  # no negative at all
+    assert single.item() == 0.0 and single.requires_grad is False
+
+
+def test_batch_hard_triplet_step_brings_positives_closer_than_negatives() -> None:
+    from ccafl.losses import batch_hard_triplet_loss
+
+    torch.manual_seed(1)
+    feats = torch.randn(12, 4, requires_grad=True)
+    labels = torch.arange(4).repeat_interleave(3)
+    before = batch_hard_triplet_loss(feats, labels)
+    before.backward()
+    with torch.no_grad():
+        stepped = feats - 0.5 * feats.grad
+    assert batch_hard_triplet_loss(stepped, labels) < before

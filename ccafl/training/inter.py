@@ -26,6 +26,7 @@ from ccafl.association.pseudo_labels import (
 )
 from ccafl.errors import UserError
 from ccafl.losses import (
+    batch_hard_triplet_loss,
     guiding_loss,
     ical_loss,
     ical_targets,
@@ -84,6 +85,7 @@ def inter_epoch(
         label_text = label_text_features(data.text_features, association.gid_labels)
     label_text = label_text.to(device)
     guide = state.settings.fgdi if data.domain_text is not None else None
+    triplet = float(state.settings.fgdi.get("triplet", 0.0))  # DG mode only (CLIP-ReID's)
 
     def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
         targets = image_labels[index].to(device)
@@ -105,6 +107,8 @@ def inter_epoch(
             terms["loss_apn"] = guide.beta * guiding_loss(
                 p, label_text[targets], relevant, guide.apn_sign
             )
+        if triplet > 0:
+            terms["loss_triplet"] = triplet * batch_hard_triplet_loss(f, targets)
         if alignment is not None:
             terms["loss_camera"] = alignment.loss(f, cameras[index].to(device))
         if active.ical and not refined:

@@ -56,7 +56,10 @@ CONFIG = {
         "seeds": [0],
         "variants": {
             "supervised": {"train": {"labels": "supervised"}},
-            "fgdi": {"train": {"labels": "supervised"}, "fgdi": {"domain_prompts": True}},
+            "fgdi": {
+                "train": {"labels": "supervised"},
+                "fgdi": {"domain_prompts": True, "triplet": 1.0},
+            },
         },
         "sweeps": {},
     },
@@ -114,9 +117,9 @@ def test_targets_are_only_evaluated_and_sources_are_pooled(dg_work: Path) -> Non
     prompt_log = pd.read_parquet(results / "ablation" / "fgdi-s0" / "prompt" / "log.parquet")
     assert prompt_log["domain_acc"].notna().any()
     epoch = results / "ablation" / "fgdi-s0" / "inter" / "epoch_003" / "log.parquet"
-    assert pd.read_parquet(epoch)["loss_apn"].notna().all()
+    assert pd.read_parquet(epoch)[["loss_apn", "loss_triplet"]].notna().all().all()
     baseline = results / "ablation" / "supervised-s0" / "inter" / "epoch_003" / "log.parquet"
-    assert "loss_apn" not in pd.read_parquet(baseline).columns
+    assert not {"loss_apn", "loss_triplet"} & set(pd.read_parquet(baseline).columns)
 
 
 def test_second_dg_run_does_nothing(dg_work: Path) -> None:
