@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--held-out", nargs="+", help="domains to hold out, one run each (default: every "
-        "domain but dg.captions)"
+        "domain but dg.captions and the training-only ones)"
     )  # fmt: skip
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args(argv)

@@ -41,17 +41,19 @@ import numpy as np
 import pandas as pd
 
 from ccafl.data.raw import (
+    RAW_COLUMNS,
     DatasetError,
     RawDataset,
     _images_in,
+    _matched_images,
     _parse_names,
     _require_dir,
+    _row,
     _with_train_labels,
 )
 
 N_SPLITS = 10
 TEST_SPLIT = "test_split"  # the column of a target's tables naming each row's split
-COLUMNS = ["path", "camera_name", "pid"]
 
 CUHK03_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)_(?P<n>\d+)\.")
 CUHK03_LAYOUTS = ("labeled", "detected")
@@ -77,25 +79,12 @@ EXAMPLES = {
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=COLUMNS).astype({"pid": "int64"})
+    return pd.DataFrame(rows, columns=RAW_COLUMNS).astype({"pid": "int64"})
 
 
-def _named(root: Path, folder: Path, pattern: re.Pattern, fmt: str) -> list[tuple[Path, re.Match]]:
-    """Every image of ``folder`` with its name's match; a one-line error naming a bad file."""
-    out = []
-    for image in _images_in(_require_dir(folder)):
-        match = pattern.match(image.name)
-        if match is None:
-            raise DatasetError(
-                f"file name does not follow the {fmt} naming: {image} (expected e.g. "
-                f"{EXAMPLES[fmt]})"
-            )
-        out.append((image, match))
-    return out
-
-
-def _row(root: Path, image: Path, camera: str, pid: int) -> dict:
-    return {"path": image.relative_to(root).as_posix(), "camera_name": camera, "pid": int(pid)}
+def _named(folder: Path, pattern: re.Pattern, fmt: str) -> list[tuple[Path, re.Match]]:
+    """Every image of ``folder`` with its name's match (`_matched_images`)."""
+    return _matched_images(_require_dir(folder), pattern, fmt, EXAMPLES[fmt])
 
 
 def _check_split(fmt: str, split: int | None, n_splits: int) -> int:
@@ -159,7 +148,7 @@ def _cuhk02_pair(root: Path, pair: str) -> pd.DataFrame:
     number = CUHK02_PAIRS.index(pair) + 1
     rows = []
     for cam in (1, 2):
-        for image, match in _named(root, root / pair / f"cam{cam}", CUHK02_NAME, "cuhk02"):
+        for image, match in _named(root / pair / f"cam{cam}", CUHK02_NAME, "cuhk02"):
             pid = number * CUHK02_PAIR_STRIDE + int(match["pid"])
             rows.append(_row(root, image, f"c{2 * (number - 1) + cam}", pid))
     return _table(rows)
@@ -191,7 +180,7 @@ def load_cuhksysu(root: Path) -> RawDataset:
     root = _require_dir(Path(root))
     rows = [
         _row(root, image, "c1", int(match["pid"]))
-        for image, match in _named(root, root / "cropped_images", SYSU_NAME, "cuhksysu")
+        for image, match in _named(root / "cropped_images", SYSU_NAME, "cuhksysu")
     ]
     empty = _table([])
     return RawDataset(root, _with_train_labels(_table(rows)), empty, empty.copy())
@@ -237,7 +226,7 @@ def load_prid(root: Path, split: int | None = None) -> RawDataset:
     split = _check_split("prid", split, N_SPLITS)
     folder = prid_dir(root)
     cams = [
-        {int(m["pid"]): image for image, m in _named(root, folder / cam, PRID_NAME, "prid")}
+        {int(m["pid"]): image for image, m in _named(folder / cam, PRID_NAME, "prid")}
         for cam in ("cam_a", "cam_b")
     ]
     paired = [p for p in sorted(cams[0]) if p <= PRID_PAIRED and p in cams[1]]
@@ -284,7 +273,7 @@ def load_ilids(root: Path, split: int | None = None) -> RawDataset:
     root = _require_dir(Path(root))
     split = _check_split("ilids", split, N_SPLITS)
     persons: dict[int, list[Path]] = {}
-    for image, match in _named(root, ilids_dir(root), ILIDS_NAME, "ilids"):
+    for image, match in _named(ilids_dir(root), ILIDS_NAME, "ilids"):
         persons.setdefault(int(match["pid"]), []).append(image)
     train_ids, test_ids = _split_ids(list(persons), len(persons) // 2, split)
     train = [_row(root, image, "c1", p) for p in sorted(train_ids) for image in persons[p]]
@@ -352,7 +341,7 @@ def load_grid(root: Path, split: int | None = None) -> RawDataset:
     train_ids = set(partitions[split])
     parts: dict[str, list[dict]] = {"train": [], "probe": [], "gallery": []}
     for name in ("probe", "gallery"):
-        for image, match in _named(root, folder / name, GRID_NAME, "grid"):
+        for image, match in _named(folder / name, GRID_NAME, "grid"):
             pid = int(match["pid"])
             row = _row(root, image, f"c{int(match['cam'])}", pid)
             parts["train" if pid in train_ids else name].append(row)

@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from ccafl.data.datasets import DatasetError, RawDataset, load_dataset
-from ccafl.data.dg_datasets import TEST_SPLIT
+from ccafl.data.dg_datasets import SPLIT_LOADERS, TEST_SPLIT, TRAIN_ONLY, n_splits
 from ccafl.data.ics import EVAL_COLUMNS, _camera_order, check_evaluable, relabel, verify_images
+from ccafl.data.raw import RAW_COLUMNS
 from ccafl.io import write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,6 @@ def domains_from_config(config: dict) -> dict[str, Domain]:
 def _source_split(domain: Domain) -> int | None:
     """The split a split-based source trains on: its integer split; with combine_all any
     (split 0: every split holds all images); others have none."""
-    from ccafl.data.dg_datasets import SPLIT_LOADERS
-
     if domain.format not in SPLIT_LOADERS:
         return None
     if isinstance(domain.split, int):
@@ -97,7 +96,7 @@ def _combined(raw: RawDataset) -> RawDataset:
     """CLIP-FGDI's combine_all: every labelled image of a source trains (its identities are
     disjoint across its splits), and it keeps no test split of its own."""
     parts = [raw.train, raw.query, raw.gallery]
-    everything = pd.concat([p[["path", "camera_name", "pid"]] for p in parts], ignore_index=True)
+    everything = pd.concat([p[RAW_COLUMNS] for p in parts], ignore_index=True)
     everything = everything[everything["pid"] > 0].drop_duplicates("path").copy()
     everything["intra_label"] = everything["pid"]
     empty = raw.query.iloc[0:0]
@@ -217,8 +216,6 @@ def _target_splits(target: Domain) -> RawDataset:
     """A target's query and gallery. A small dataset's (PRID, GRID, VIPeR, iLIDS) carry the
     protocol split of each row in ``test_split``: one split, or every one (``split`` all/null),
     which evaluation scores one by one and averages, as the standard protocol does."""
-    from ccafl.data.dg_datasets import SPLIT_LOADERS, TRAIN_ONLY, n_splits
-
     if target.format in TRAIN_ONLY:
         raise DatasetError(
             f"dg.domains.{target.name}: a {target.format} dataset has no query and gallery "

@@ -12,6 +12,7 @@ import pandas as pd
 from ccafl.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+RAW_COLUMNS = ["path", "camera_name", "pid"]  # a loaded split's table (train adds intra_label)
 
 
 class DatasetError(UserError, ValueError):
@@ -41,25 +42,36 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _parse_names(
-    root: Path, directory: Path, pattern: re.Pattern, naming: str, example: str
-) -> pd.DataFrame:
-    """path, camera_name, pid of every image in ``directory`` from its file name."""
-    rows = []
+def _matched_images(
+    directory: Path, pattern: re.Pattern, naming: str, example: str
+) -> list[tuple[Path, re.Match]]:
+    """Every image of ``directory`` with its file name's match of ``pattern``; a name that
+    does not match is a one-line error naming the file and an example of the naming."""
+    out = []
     for image in _images_in(directory):
         match = pattern.match(image.name)
         if match is None:
             raise DatasetError(
                 f"file name does not follow the {naming} naming: {image} (expected e.g. {example})"
             )
-        rows.append(
-            {
-                "path": image.relative_to(root).as_posix(),
-                "camera_name": f"c{int(match['cam'])}",
-                "pid": int(match["pid"]),
-            }
-        )
-    return pd.DataFrame(rows, columns=["path", "camera_name", "pid"])
+        out.append((image, match))
+    return out
+
+
+def _row(root: Path, image: Path, camera: str, pid: int) -> dict:
+    """One image's row of a split table (`RAW_COLUMNS`), its path relative to ``root``."""
+    return {"path": image.relative_to(root).as_posix(), "camera_name": camera, "pid": int(pid)}
+
+
+def _parse_names(
+    root: Path, directory: Path, pattern: re.Pattern, naming: str, example: str
+) -> pd.DataFrame:
+    """path, camera_name, pid of every image in ``directory`` from its file name."""
+    rows = [
+        _row(root, image, f"c{int(match['cam'])}", int(match["pid"]))
+        for image, match in _matched_images(directory, pattern, naming, example)
+    ]
+    return pd.DataFrame(rows, columns=RAW_COLUMNS)
 
 
 def _with_train_labels(train: pd.DataFrame) -> pd.DataFrame:
