@@ -192,6 +192,7 @@ class ClustersSection(Section):
     KEY: ClassVar[str] = "clusters"
     epochs: int = _absent()
     images_per_cluster: int = _absent()
+    models: str = _absent()
     k1: int = _absent()
     k2: int = _absent()
     # Stage B (train.labels: refined), read by stage 3.

@@ -78,3 +78,40 @@ def test_calr_overlay_plans_stage_a_and_refined_stage_3_on_each_real_dataset(
     assert inter and all('"labels": "refined"' in line for line in inter)
     stage_a = next(line for line in out.splitlines() if " local-clusters " in line)
     assert '"epochs": 25' in stage_a and '"images_per_cluster": 5' in stage_a
+
+
+def test_per_camera_models_each_learn_from_their_own_camera_only(tiny_dataset, tmp_path):
+    """clusters.models: per_camera trains one model per camera: a camera's clusters are those
+    of a model trained on that camera's images alone, whatever the other cameras hold; the
+    shared trunk (the default) writes the same table contract."""
+    from conftest import tiny_config
+
+    from ccafl.settings import Settings
+    from ccafl.training.local import IMAGE_COLUMNS, _cluster_then_train, run_local_clusters
+
+    images = pd.read_parquet(tiny_dataset["ics"] / "train.parquet")[IMAGE_COLUMNS]
+    config = tiny_config(tiny_dataset["root"], clusters={"epochs": 1, "images_per_cluster": 3})
+    config["clusters"]["models"] = "per_camera"
+    settings = Settings.from_config(config)
+    metrics = run_local_clusters(settings, images, tiny_dataset["clip"], tmp_path / "per")
+    per_camera = pd.read_parquet(tmp_path / "per" / "local_clusters.parquet")
+    assert metrics["models"] == "per_camera"
+    assert {row["camera"] for row in metrics["history"]} == set(images["camera"])
+    assert "camera" in pd.read_parquet(tmp_path / "per" / "log.parquet").columns
+
+    camera = int(images["camera"].iloc[0])
+    alone = images[images["camera"] == camera].reset_index(drop=True)
+    stage_a = settings.replace(train=settings.train.replace(epochs=1, warmup_epochs=0))
+    local, _, _ = _cluster_then_train(stage_a, alone, tiny_dataset["clip"])
+    own = per_camera[per_camera["camera"] == camera]["local_cluster"].to_numpy()
+    np.testing.assert_array_equal(own, local)
+
+    config["clusters"]["models"] = "shared"
+    shared = run_local_clusters(
+        Settings.from_config(config), images, tiny_dataset["clip"], tmp_path / "shared"
+    )
+    assert shared["models"] == "shared"
+    table = pd.read_parquet(tmp_path / "shared" / "local_clusters.parquet")
+    assert list(table.columns) == list(per_camera.columns)
+    # The same size rule per camera: the two tables hold as many clusters per camera.
+    assert shared["final"]["clusters_per_camera"] == metrics["final"]["clusters_per_camera"]

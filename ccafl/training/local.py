@@ -9,9 +9,12 @@ which is ClusterContrast's loss within one camera; batches hold one camera's clu
 the last epoch the final model's features are clustered once more: those local clusters stand
 where the ICS per-camera labels stood, and CCAFL's stages 1-3 run on them unchanged.
 
-One shared trunk for all cameras, not CALR's one model per camera: one network to train and
-store instead of one per camera, and the same engine as stages 2 and 3. Each camera is still
-clustered, scored and batched on its own, so no loss ever compares two cameras.
+``clusters.models: shared`` (the default) trains one trunk for all cameras; ``per_camera``
+trains CALR's one model per camera instead: the same loop, run once per camera on that
+camera's images alone, each from the pretrained weights. Either way each camera is clustered,
+scored and batched on its own, so no loss ever compares two cameras; the shared trunk sees
+every camera's images, the per-camera models see only their own (docs/unsupervised.md
+compares the two).
 
 Reads only ``path``, ``camera`` and ``camera_name`` of the training table: neither the
 dataset's per-camera labels nor the cross-camera person id.
@@ -92,7 +95,7 @@ def cluster_epoch(
     """One epoch on this epoch's local clusters: L_intra1 (Eq. 7) within each camera."""
     train = state.settings.train
     device = state.device
-    cameras = torch.as_tensor(data.cameras)
+    cameras = torch.as_tensor(np.array(data.cameras))  # a writable copy
     targets_all = torch.as_tensor(local)
 
     def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
@@ -130,7 +133,8 @@ def run_local_clusters(
     out_dir: str | Path,
     source: str = "",
 ) -> dict:
-    """Stage A: ``clusters.epochs`` epochs of cluster-then-train, then the final clusters.
+    """Stage A: ``clusters.epochs`` epochs of cluster-then-train, then the final clusters,
+    with one shared model or one model per camera (``clusters.models``).
 
     ``source``: where ``images`` came from, for the one-line input errors."""
     clusters = settings.clusters
@@ -139,10 +143,47 @@ def run_local_clusters(
     settings = settings.replace(
         train=settings.train.replace(epochs=max(1, clusters.epochs), warmup_epochs=0)
     )
+    start = time.perf_counter()
+    if clusters.models == "per_camera":
+        local = np.zeros(len(images), dtype=np.int64)
+        history, frames = [], []
+        cameras = images["camera"].to_numpy()
+        for camera in np.unique(cameras):
+            rows = np.flatnonzero(cameras == camera)
+            subset = images.iloc[rows].reset_index(drop=True)
+            local[rows], camera_history, loss_log = _cluster_then_train(settings, subset, clip_path)
+            history += [{"camera": int(camera), **row} for row in camera_history]
+            frames.append(loss_log.frame().assign(camera=int(camera)))
+        loss_frame = pd.concat(frames, ignore_index=True)
+    else:
+        local, history, loss_log = _cluster_then_train(settings, images, clip_path)
+        loss_frame = loss_log.frame()
+    cameras = images["camera"].to_numpy()
+    metrics = {
+        "epochs": clusters.epochs,
+        "models": clusters.models,
+        "seconds": time.perf_counter() - start,
+        "final": cluster_counts(cameras, local),
+        "history": history,
+    }
+    out_dir = Path(out_dir)
+    if distributed.is_main():
+        write_parquet(local_table(images, local), out_dir / "local_clusters.parquet")
+        write_parquet(train_table(images, local), out_dir / "train.parquet")
+        write_parquet(loss_frame, out_dir / "log.parquet")
+        write_json(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def _cluster_then_train(
+    settings: Settings, images: pd.DataFrame, clip_path: str | Path | None
+) -> tuple[np.ndarray, list[dict], LossLog]:
+    """(final local clusters, per-epoch history, loss log) of one model trained on ``images``
+    (all cameras, or one camera's), from the pretrained weights at the run's seed."""
+    clusters = settings.clusters
     seed_everything(settings.train.seed)
     data = TrainingData(Path(settings.dataset.root), images, torch.zeros(0), 1.0)
     state = TrainingState.create(settings, clip_path, n_gids=1)
-    start = time.perf_counter()
     if settings.train.image_cache:
         data.cache_images(settings.input.size)
     cameras = np.array(data.cameras)  # a writable copy (torch shares it)
@@ -171,20 +212,7 @@ def run_local_clusters(
         history.append({"epoch": epoch, "seconds": time.perf_counter() - tick,
                         **cluster_counts(cameras, local)})  # fmt: skip
         log.info("epoch %d (local): %s", epoch, history[-1])
-    local = cluster(features)
-    out_dir = Path(out_dir)
-    metrics = {
-        "epochs": clusters.epochs,
-        "seconds": time.perf_counter() - start,
-        "final": cluster_counts(cameras, local),
-        "history": history,
-    }
-    if distributed.is_main():
-        write_parquet(local_table(images, local), out_dir / "local_clusters.parquet")
-        write_parquet(train_table(images, local), out_dir / "train.parquet")
-        loss_log.write(out_dir / "log.parquet")
-        write_json(metrics, out_dir / "metrics.json")
-    return metrics
+    return cluster(features), history, loss_log
 
 
 def local_table(images: pd.DataFrame, local: np.ndarray) -> pd.DataFrame:

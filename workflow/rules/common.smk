@@ -116,7 +116,7 @@ LOCAL_CLUSTER_KEYS = (
     "dataset.root",
     "input",
     "clip",
-    *(f"clusters.{key}" for key in ("epochs", "images_per_cluster", "k1", "k2")),
+    *(f"clusters.{key}" for key in ("epochs", "images_per_cluster", "models", "k1", "k2")),
     *(f"train.{key}" for key in ("P", "K", "lr", "weight_decay", "feature", "temperature")),
     *(f"train.{key}" for key in ("momentum", "iters_per_epoch", "seed", "image_cache")),
     *(f"train.{key}" for key in ("num_workers", "amp", "classifier_temperature", "classifier_lr")),
