@@ -33,7 +33,7 @@ import torch
 
 from ccafl.association import associate, association_quality, center_per_camera
 from ccafl.association.diagnostics import truth_per_gid
-from ccafl.association.graph import _components, _mutual_pairs
+from ccafl.association.graph import _components
 from ccafl.inference.checkpoints import load_checkpoint
 from ccafl.memory import class_mean_features
 from ccafl.reranking import jaccard_distance
@@ -86,16 +86,13 @@ def mutual_labels(
             second[:, camera] = distance[np.arange(n_gids), members[order[:, 1]]]
         nearest[members, camera] = -1
         second[members, camera] = np.inf
-    if top == 1:
-        src, dst = _mutual_pairs(nearest[:, :, 0], codes)
-    else:
-        gid, camera, slot = np.nonzero(nearest >= 0)
-        partner = nearest[gid, camera, slot]
-        back = (nearest[partner, codes[gid]] == gid[:, None]).any(axis=1)
-        keep = back & (gid < partner)
-        src, dst = gid[keep], partner[keep]
-        order = np.lexsort((dst, src))
-        src, dst = src[order], dst[order]
+    gid, camera, slot = np.nonzero(nearest >= 0)
+    partner = nearest[gid, camera, slot]
+    back = (nearest[partner, codes[gid]] == gid[:, None]).any(axis=1)
+    keep = back & (gid < partner)
+    src, dst = gid[keep], partner[keep]
+    order = np.lexsort((dst, src))
+    src, dst = src[order], dst[order]
     near = distance[src, dst]
     accept = (euclidean[src, dst] < threshold) & (near + margin <= second[src, codes[dst]])
     accept &= near + margin <= second[dst, codes[src]]

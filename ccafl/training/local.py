@@ -144,10 +144,10 @@ def run_local_clusters(
         train=settings.train.replace(epochs=max(1, clusters.epochs), warmup_epochs=0)
     )
     start = time.perf_counter()
+    cameras = images["camera"].to_numpy()
     if clusters.models == "per_camera":
         local = np.zeros(len(images), dtype=np.int64)
         history, frames = [], []
-        cameras = images["camera"].to_numpy()
         for camera in np.unique(cameras):
             rows = np.flatnonzero(cameras == camera)
             subset = images.iloc[rows].reset_index(drop=True)
@@ -158,7 +158,6 @@ def run_local_clusters(
     else:
         local, history, loss_log = _cluster_then_train(settings, images, clip_path)
         loss_frame = loss_log.frame()
-    cameras = images["camera"].to_numpy()
     metrics = {
         "epochs": clusters.epochs,
         "models": clusters.models,
