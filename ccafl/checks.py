@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ccafl.config import ConfigError, read_config_file, validate
 from ccafl.errors import UserError, WeightsError
+from ccafl.models.weights import IMAGE_ONLY_MODELS, is_image_only
 
 # Snakemake commands that only tidy up the working directory: they parse the Snakefile too, and
 # must work whatever state the dataset or the weights are in (above all `--unlock`).
@@ -122,6 +123,8 @@ def config_problems(config: dict, given: dict | None = None) -> list[str]:
             f"({train['epochs']}): the learning rate would never reach train.lr; lower "
             "train.warmup_epochs"
         )
+    if checked("clip.model") and is_image_only(clip["model"]):
+        problems += image_only_problems(config, checked)
     if checked("dataset.format", "synthetic") and dataset["format"] == "synthetic":
         from ccafl.data.synthetic import SyntheticSpec
 
@@ -253,6 +256,27 @@ def dg_domain_problems(config: dict, workdir: Path) -> list[str]:
     return problems
 
 
+def image_only_problems(config: dict, checked) -> list[str]:
+    """What an image-only backbone (no text tower: no prompts, no texts) cannot train."""
+    clip, train = config["clip"], config["train"]
+    name = f"clip.model: {clip['model']} has no text tower"
+    problems = []
+    if checked("clip.pretrained") and clip["pretrained"] == "captions":
+        problems.append(
+            f"{name}, so clip.pretrained cannot be captions; use imagenet, a local ResNet-50 "
+            "state dict file, or null"
+        )
+    if checked("train.losses.i2tce") and train["losses"]["i2tce"]:
+        problems.append(f"{name}, so the image-text loss cannot run; set train.losses.i2tce: false")
+    if checked("train.feature") and train.get("feature", "pooled") != "pooled":
+        problems.append(f"{name} and no projection; set train.feature: pooled")
+    if checked("dataset.format", "fgdi.domain_prompts") and (
+        config["dataset"]["format"] == "pooled" and config.get("fgdi", {}).get("domain_prompts")
+    ):
+        problems.append(f"{name}, so it cannot learn prompts; set fgdi.domain_prompts: false")
+    return problems
+
+
 def check_config(config: dict, given: dict | None = None) -> dict:
     """Schema-validate ``config`` and apply the cross-field rules (among the ``given`` keys,
     see `config_problems`); ConfigError if any fails."""
@@ -345,6 +369,8 @@ def _shipped(model: str) -> bool:
 def weights_problem(clip: dict, workdir: Path | None = None) -> str | None:
     """Why ``clip.pretrained`` cannot be loaded on this machine, or None (no network used)."""
     model, source = clip["model"], clip["pretrained"]
+    if is_image_only(model):
+        return _image_only_weights_problem(source, workdir)
     if source in (None, "captions"):
         return None if _shipped(model) else _model_problem(model)
     path = Path(source).expanduser()
@@ -380,12 +406,34 @@ def weights_problem(clip: dict, workdir: Path | None = None) -> str | None:
     return None
 
 
+def _image_only_weights_problem(source: str | None, workdir: Path | None) -> str | None:
+    from ccafl.models.weights import (
+        IMAGENET_TAG,
+        cached_imagenet_weights,
+        imagenet_not_cached_message,
+    )
+
+    if source in (None, "captions"):  # captions: image_only_problems names it
+        return None
+    if source == IMAGENET_TAG:
+        return None if cached_imagenet_weights() else imagenet_not_cached_message()
+    path = Path(source).expanduser()
+    if not path.is_absolute() and workdir is not None:
+        path = workdir / path
+    if path.is_file():
+        return None
+    return (
+        f"clip.pretrained: ResNet-50 weights file not found: {source}; point it at a "
+        "torchvision ResNet-50 state dict, or use imagenet (torchvision's cached file)"
+    )
+
+
 def _model_problem(model: str) -> str | None:
     import difflib
 
     from ccafl.models.backbone import register_model_configs
 
-    names = register_model_configs()
+    names = [*register_model_configs(), *IMAGE_ONLY_MODELS]
     if model in names:
         return None
     close = difflib.get_close_matches(model, names, n=3)

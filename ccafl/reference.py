@@ -1,7 +1,8 @@
 """Reference rows beside a trained model: the pretrained CLIP without ReID training
 (``zeroshot``) and a network of the same architecture without any training (``untrained``).
 
-Each is evaluated per retrieval feature (pooled, projection, concat), two ways:
+Each is evaluated per retrieval feature (pooled, projection, concat; an image-only backbone has
+only pooled), two ways:
 
 * ``raw``: the tower's outputs as they come (a fresh BN-neck in eval mode is the identity);
 * ``calibrated``: the BN-necks' statistics set from the un-augmented training images (no
@@ -20,6 +21,7 @@ import pandas as pd
 from ccafl.inference.features import extract_features
 from ccafl.models.backbone import RETRIEVAL_FEATURES
 from ccafl.models.factory import build_reid_model
+from ccafl.models.weights import is_image_only
 from ccafl.retrieval import evaluate_model
 from ccafl.seeding import seed_everything
 from ccafl.settings import Settings
@@ -45,7 +47,8 @@ def reference_metrics(
     result: dict = {"source": "untrained" if untrained else str(settings.clip.pretrained)}
     best = None
     raw_outputs = None
-    for feature in RETRIEVAL_FEATURES:
+    features = ("pooled",) if is_image_only(settings.clip.model) else RETRIEVAL_FEATURES
+    for feature in features:
         feature_settings = settings.replace(train=settings.train.replace(feature=feature))
         if untrained:
             feature_settings = feature_settings.replace(clip=settings.clip.replace(pretrained=None))

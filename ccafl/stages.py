@@ -17,7 +17,10 @@ log = logging.getLogger("ccafl")
 def _paths(*names: str):
     helps = {
         "ics_dir": "folder of the ics rule's tables (results/<name>/ics)",
-        "prompt_dir": "folder of the prompt rule's outputs (results/<name>/prompt)",
+        "prompt_dir": (
+            "folder of the prompt rule's outputs (results/<name>/prompt); 'none' for an "
+            "image-only backbone (clip.model: resnet50-imagenet), which has no prompts"
+        ),
         "clip": (
             "the pipeline's copy of the pretrained CLIP: results/<name>/clip/pretrained.pt "
             "(clip.pretrained: captions) or results/<name>/clip/imported.pt (a tag or a local "
@@ -29,9 +32,14 @@ def _paths(*names: str):
     def arguments(p: argparse.ArgumentParser) -> None:
         for name in names:
             flag = "--" + name.replace("_", "-")
-            p.add_argument(flag, type=Path, required=name not in ("clip",), help=helps[name])
+            kind = _prompt_dir if name == "prompt_dir" else Path
+            p.add_argument(flag, type=kind, required=name != "clip", help=helps[name])
 
     return arguments
+
+
+def _prompt_dir(value: str) -> Path | None:
+    return None if value == "none" else Path(value)
 
 
 def _clip_pretrain_args(p: argparse.ArgumentParser) -> None:

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from ccafl.config import ConfigError
 from ccafl.errors import MissingWeightsError, WeightsError
+from ccafl.models.imagenet import ImageNetResNet
 
 log = logging.getLogger(__name__)
 
@@ -565,6 +566,9 @@ class ReIDEncoder(nn.Module):
 
       The paper's "features after the image encoder" does not settle the choice; README
       "Results" gives the measurement the defaults follow.
+
+    The image-only ImageNet ResNet-50 (`ccafl.models.imagenet`, CALR's backbone) has no
+    projection and no text space: only ``pooled`` (2048-d), and ``p`` is that pooled feature.
     """
 
     def __init__(self, visual: nn.Module, feature: str = "pooled"):
@@ -574,7 +578,14 @@ class ReIDEncoder(nn.Module):
             raise ValueError(
                 f"unknown retrieval feature {feature!r}; expected one of {RETRIEVAL_FEATURES}"
             )
-        if isinstance(visual, ModifiedResNet):
+        if isinstance(visual, ImageNetResNet):
+            if feature != "pooled":
+                raise ValueError(
+                    f"train.feature: {feature!r} needs a CLIP projection; the image-only "
+                    "resnet50-imagenet has none: use pooled"
+                )
+            pooled_dim = proj_dim = visual.out_dim  # p is f's input: there is no text space
+        elif isinstance(visual, ModifiedResNet):
             pooled_dim = visual.attnpool.k_proj.in_features
             proj_dim = visual.attnpool.c_proj.out_features
         elif isinstance(visual, VisionTransformer):
@@ -604,6 +615,9 @@ class ReIDEncoder(nn.Module):
     def pooled(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(pooled pre-projection feature before the BN-neck, CLIP projection p)."""
         v = self.visual
+        if isinstance(v, ImageNetResNet):  # no projection: p is the pooled feature itself
+            pooled = v.feature_map(images).mean(dim=(2, 3))
+            return pooled, pooled
         if isinstance(v, ModifiedResNet):
             x = v.stem(images.to(v.conv1.weight.dtype))
             x = v.layer4(v.layer3(v.layer2(v.layer1(x))))

@@ -18,6 +18,8 @@ from ccafl.models.backbone import (
     create_clip,
     uses_quick_gelu,
 )
+from ccafl.models.imagenet import build_imagenet_resnet
+from ccafl.models.weights import IMAGENET_TAG, cached_imagenet_weights, is_image_only
 from ccafl.settings import ClipSection, Settings, TrainSection
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ def describe_weights(clip: ClipSection, source: str | None, weights: bool = True
         return "random initialisation (clip.pretrained: null)"
     if clip.pretrained == "captions":
         return f"caption-pretrained weights from {source}"
+    if is_image_only(clip.model) and source == IMAGENET_TAG:
+        return f"torchvision ImageNet weights from {cached_imagenet_weights()}"
     if open_clip.is_pretrained_cfg(clip.model, source):
         from ccafl.models.weights import cached_hub_weights
 
@@ -99,6 +103,12 @@ def build_reid_model(
     weights: bool = True,
     quick_gelu: bool | None = None,
 ) -> ReIDEncoder:
+    """The ReID network of ``settings``: a CLIP image tower, or the image-only ResNet-50."""
+    if is_image_only(settings.clip.model):
+        source = resolve_pretrained(settings.clip, clip_path) if weights else None
+        visual = build_imagenet_resnet(source, settings.clip.last_stride_one, settings.input.size)
+        log.info("%s: %s", settings.clip.model, describe_weights(settings.clip, source, weights))
+        return ReIDEncoder(visual, retrieval_feature(settings.train))
     return ReIDEncoder(
         build_clip(
             settings.clip, settings.input.size, clip_path, weights=weights, quick_gelu=quick_gelu
@@ -133,8 +143,12 @@ def import_clip(clip: ClipSection, out: str | Path) -> dict[str, Any]:
             "tag or a local checkpoint file)"
         )
     start = time.perf_counter()
-    model = create_clip(clip.model, source, quick_gelu=clip.get("quick_gelu", "auto"))
-    quick_gelu = uses_quick_gelu(model)
+    if is_image_only(clip.model):
+        model = build_imagenet_resnet(source).trunk
+        quick_gelu = None
+    else:
+        model = create_clip(clip.model, source, quick_gelu=clip.get("quick_gelu", "auto"))
+        quick_gelu = uses_quick_gelu(model)
     state = model.state_dict()
     save_torch(
         {

@@ -90,3 +90,44 @@ def fetch_hub_weights(model: str, tag: str) -> Path:
             f"could not download {model}/{tag} ({first}); on an offline machine download the "
             "weights elsewhere and set clip.pretrained to the file"
         ) from error
+
+
+# --------------------------------------------------------------------------- image-only models
+
+# ``clip.model`` names of backbones without a text tower (`ccafl.models.imagenet`).
+IMAGE_ONLY_MODELS = ("resnet50-imagenet",)
+IMAGENET_TAG = "imagenet"  # ``clip.pretrained`` for torchvision's cached ImageNet file
+# torchvision's file names for ResNet-50's ImageNet weights, preferred first: IMAGENET1K_V1
+# (its current and its pre-0.13 name; CALR's code loads V1), then IMAGENET1K_V2.
+TORCHVISION_FILES = ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth", "resnet50-11ad3fa6.pth")
+
+
+def is_image_only(model: str) -> bool:
+    """Whether ``clip.model`` names a backbone without a text tower (no prompts, no texts)."""
+    return model in IMAGE_ONLY_MODELS
+
+
+def torch_hub_checkpoints() -> Path:
+    """Where torchvision caches weights: ``torch.hub.get_dir()/checkpoints``, found as torch
+    finds it (``TORCH_HOME``, else ``XDG_CACHE_HOME``/torch) without importing torch."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch"
+    )
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def cached_imagenet_weights() -> Path | None:
+    """torchvision's ResNet-50 ImageNet file in torch's hub cache, if one is there."""
+    for name in TORCHVISION_FILES:
+        if (torch_hub_checkpoints() / name).is_file():
+            return torch_hub_checkpoints() / name
+    return None
+
+
+def imagenet_not_cached_message() -> str:
+    return (
+        f"clip.pretrained: imagenet: no torchvision ResNet-50 ImageNet file in "
+        f"{torch_hub_checkpoints()} (looked for {', '.join(TORCHVISION_FILES)}); run "
+        "`python -c \"import torchvision; torchvision.models.resnet50(weights='IMAGENET1K_V1')\"`"
+        " once with internet access, or set clip.pretrained to a local ResNet-50 state dict file"
+    )

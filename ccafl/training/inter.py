@@ -74,7 +74,11 @@ def inter_epoch(
     if refined:
         # Clusters of images: a cluster's text is the mean of its images' t_g (Eq. 15 per
         # image); no gid-level label, so no L_ICAL; camera-entropy weights after the warm-up.
-        label_text = class_mean_features(data.text_features[gids], image_labels, n_labels)
+        label_text = (
+            None
+            if data.text_features is None
+            else class_mean_features(data.text_features[gids], image_labels, n_labels)
+        )
         clusters = state.settings.clusters
         first = train.intra_epochs + 1 + clusters.weights_after
         weights = torch.as_tensor(association.weights) if epoch >= first else None
@@ -82,8 +86,12 @@ def inter_epoch(
             alignment = None  # CALR: the camera loss in the first stage-B epochs only
     else:
         gid_labels = torch.as_tensor(association.gid_labels).to(device)
-        label_text = label_text_features(data.text_features, association.gid_labels)
-    label_text = label_text.to(device)
+        label_text = (
+            None
+            if data.text_features is None
+            else label_text_features(data.text_features, association.gid_labels)
+        )
+    label_text = None if label_text is None else label_text.to(device)
     guide = state.settings.fgdi if data.domain_text is not None else None
     triplet = float(state.settings.fgdi.get("triplet", 0.0))  # DG mode only (CLIP-ReID's)
 

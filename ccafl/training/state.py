@@ -38,8 +38,10 @@ class TrainingData:
 
     root: Path
     train: pd.DataFrame
-    text_features: torch.Tensor  # (N_G, D) t_g, row = gid, L2-normalised
-    logit_scale: float
+    # (N_G, D) t_g, row = gid, L2-normalised; None without texts (stage A, an image-only
+    # backbone), where no loss that reads them may run.
+    text_features: torch.Tensor | None
+    logit_scale: float | None
     images: torch.Tensor | None = None  # decoded training images (train.image_cache)
     # The DG mode with fgdi.domain_prompts: t- of each gid (N_G, D), L2-normalised.
     domain_text: torch.Tensor | None = None
@@ -80,10 +82,16 @@ class TrainingData:
         return self
 
     @classmethod
-    def load(cls, dataset_root: str | Path, ics_dir: str | Path, prompt_dir: str | Path):
+    def load(
+        cls, dataset_root: str | Path, ics_dir: str | Path, prompt_dir: str | Path | None
+    ) -> TrainingData:
+        """The training table and, unless ``prompt_dir`` is None (an image-only backbone: no
+        prompts), stage 1's text features and logit scale."""
         train = pd.read_parquet(Path(ics_dir) / "train.parquet")
         if "pid" in train.columns:  # the ICS rule, checked where training reads its input
             raise ValueError("the training table must not carry the cross-camera person id")
+        if prompt_dir is None:
+            return cls(Path(dataset_root), train, None, None)
         text = pd.read_parquet(Path(prompt_dir) / "text_features.parquet").sort_values("gid")
         features = torch.tensor(np.stack(text["feature"].to_numpy()), dtype=torch.float32)
         meta = torch.load(Path(prompt_dir) / "prompt_tokens.pt", map_location="cpu")

@@ -23,8 +23,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torchvision
 import yaml
 from conftest import write_image
+
+from ccafl.models.backbone import RETRIEVAL_FEATURES
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -185,11 +188,23 @@ def test_stage3_final_and_evaluate_need_no_pretrained_weights(real_run: dict) ->
     )
 
 
-def test_calr_overlay_runs_the_unsupervised_dag_on_the_market_fixture(tmp_path: Path) -> None:
-    """config/calr.yaml over the Market fixture with a local RN50: stage A, stages 1-3 on its
-    clusters with CALR's refined stage B, final and evaluate, on a tiny schedule."""
-    market_work_dir(tmp_path)
+@pytest.mark.parametrize("backbone", ["resnet50-imagenet", "RN50"])
+def test_calr_overlay_runs_the_unsupervised_dag_on_the_market_fixture(
+    tmp_path: Path, backbone: str
+) -> None:
+    """config/calr.yaml over the Market fixture: stage A, stages 2-3 on its clusters with
+    CALR's refined stage B, final and evaluate, on a tiny schedule; with the overlay's own
+    backbone (CALR's ImageNet ResNet-50, here a random torchvision file: no stage 1) and with
+    the CLIP option (the dataset file's RN50, a local file: stage 1 runs)."""
+    rn50 = market_work_dir(tmp_path)
+    if backbone == "RN50":
+        clip = {"model": "RN50", "pretrained": str(rn50), "last_stride_one": False}
+    else:
+        clip = {"model": backbone, "pretrained": str(tmp_path / "offline" / "resnet50.pth")}
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet50(weights=None).state_dict(), clip["pretrained"])
     tiny = {  # the overlay's schedule, shrunk to the fixture (8 images per camera)
+        "clip": clip,
         "train": {k: CONFIG["train"][k] for k in ("epochs", "intra_epochs", "P", "K")}
         | {"iters_per_epoch": 1, "epochs_per_job": 1},
         "clusters": {"epochs": 1, "images_per_cluster": 2, "k1": 3, "k2": 1, "k": 4,
@@ -197,12 +212,21 @@ def test_calr_overlay_runs_the_unsupervised_dag_on_the_market_fixture(tmp_path: 
     }  # fmt: skip
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     snakefile = str(REPO / "workflow" / "Snakefile")
+    targets = ["results/real/eval/metrics.json", "results/real/reference/zeroshot.json"]
     run(
-        tmp_path, "-m", "snakemake", "results/real/eval/metrics.json", "--snakefile", snakefile,
+        tmp_path, "-m", "snakemake", *targets, "--snakefile", snakefile,
         "--cores", str(CORES), "--configfile", str(REPO / "config" / "calr.yaml"),
         str(tmp_path / "tiny.yaml"),
     )  # fmt: skip
     results = tmp_path / "results" / "real"
+    assert (results / "prompt").is_dir() == (backbone == "RN50")
+    zeroshot = json.loads((results / "reference" / "zeroshot.json").read_text())
+    features = {"pooled"} if backbone == "resnet50-imagenet" else set(RETRIEVAL_FEATURES)
+    assert features <= zeroshot.keys() and zeroshot["best"]["feature"] in features
+    if backbone == "resnet50-imagenet":
+        assert "projection" not in zeroshot
+        model = torch.load(results / "final" / "model.pt", map_location="cpu", weights_only=False)
+        assert model["model"]["visual.trunk.conv1.weight"].shape == (64, 3, 7, 7)
     local = pd.read_parquet(results / "clusters" / "local_clusters.parquet")
     assert list(local.columns) == ["path", "camera", "local_cluster"] and len(local) == 24
     assert local.groupby("camera")["local_cluster"].nunique().tolist() == [4, 4, 4]

@@ -12,6 +12,7 @@ from ccafl.ablation import RUN_PATTERN as RUN_PATTERN_STRICT
 from ccafl.ablation import run_config, runs
 from ccafl.checks import checked_checkpoint
 from ccafl.config import select_keys
+from ccafl.models.weights import is_image_only
 
 DS = config["dataset"]["name"]
 RESULTS = f"results/{DS}"
@@ -399,10 +400,22 @@ def _first_prompt_run(keys, run):
 
 
 def prompt_dir(wildcards):
+    """Stage 1's folder as stages 2-3 read it; ``none`` for an image-only backbone (no stage
+    1), so that the rules' commands stay the same for every backbone."""
+    if not uses_text(wildcards.run):
+        return "none"
     return f"{RESULTS}/{prompt_run(wildcards.run)}prompt"
 
 
+def uses_text(run=""):
+    """Whether the run's backbone has a text tower; an image-only one has no stage 1."""
+    return not is_image_only(run_config(config, run)["clip"]["model"])
+
+
 def text_features(wildcards):
+    """Stage 1's texts as a stage-2/3 input; none for an image-only backbone."""
+    if not uses_text(wildcards.run):
+        return []
     return f"{prompt_dir(wildcards)}/text_features.parquet"
 
 
@@ -589,12 +602,13 @@ def report_inputs(wildcards):
         "metrics": f"{RESULTS}/eval/metrics.json",
         "cmc": f"{RESULTS}/eval/cmc.parquet",
         "features": f"{RESULTS}/eval/features.parquet",
-        "prompt_log": f"{RESULTS}/prompt/log.parquet",
         "intra_log": f"{RESULTS}/intra/log.parquet",
         "epoch_logs": [f"{epoch_dir('', e)}/log.parquet" for e in inter_epochs()],
         "epoch_metrics": [f"{epoch_dir('', e)}/metrics.json" for e in inter_epochs()],
         "zeroshot": f"{RESULTS}/reference/zeroshot.json",
     }
+    if uses_text():
+        inputs["prompt_log"] = f"{RESULTS}/prompt/log.parquet"
     if uses_caption_clip():
         inputs["clip_log"] = f"{RESULTS}/clip/log.parquet"
         inputs["attribute_zero_shot"] = f"{RESULTS}/clip/zero_shot.json"
@@ -609,7 +623,8 @@ def report_jobs():
         jobs.append("clip_pretrain")
     elif imports_clip():
         jobs.append("clip_import")
-    jobs += ["prompt", "intra", *map(block_job_name, inter_blocks()), "final", "evaluate"]
+    jobs += ["prompt"] if uses_text() else []
+    jobs += ["intra", *map(block_job_name, inter_blocks()), "final", "evaluate"]
     return [*jobs, "zeroshot"]
 
 
@@ -622,9 +637,11 @@ def report_args(wildcards, input):
     q = shlex.quote
     args = [
         f"--metrics {q(input.metrics)} --cmc {q(input.cmc)} --features {q(input.features)}",
-        f"--training-log prompt {q(input.prompt_log)} --training-log intra {q(input.intra_log)}",
+        f"--training-log intra {q(input.intra_log)}",
         f"--reference zeroshot {q(input.zeroshot)}",
     ]
+    if "prompt_log" in input.keys():
+        args.insert(1, f"--training-log prompt {q(input.prompt_log)}")
     if "clip_log" in input.keys():
         args.append(f"--training-log clip {q(input.clip_log)}")
         args.append(f"--attribute-zero-shot {q(input.attribute_zero_shot)}")
