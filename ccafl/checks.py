@@ -368,16 +368,28 @@ def _shipped(model: str) -> bool:
 
 def weights_problem(clip: dict, workdir: Path | None = None) -> str | None:
     """Why ``clip.pretrained`` cannot be loaded on this machine, or None (no network used)."""
+    from ccafl.models.weights import (
+        IMAGENET_TAG,
+        cached_imagenet_weights,
+        imagenet_not_cached_message,
+    )
+
     model, source = clip["model"], clip["pretrained"]
-    if is_image_only(model):
-        return _image_only_weights_problem(source, workdir)
-    if source in (None, "captions"):
-        return None if _shipped(model) else _model_problem(model)
+    image_only = is_image_only(model)  # torchvision's ResNet-50: its own sources, no tags
+    if source in (None, "captions"):  # captions for it: image_only_problems names that
+        return None if image_only or _shipped(model) else _model_problem(model)
+    if image_only and source == IMAGENET_TAG:
+        return None if cached_imagenet_weights() else imagenet_not_cached_message()
     path = Path(source).expanduser()
     if not path.is_absolute() and workdir is not None:
         path = workdir / path
     if path.is_file():
-        return None if _shipped(model) else _model_problem(model)
+        return None if image_only or _shipped(model) else _model_problem(model)
+    if image_only:
+        return (
+            f"clip.pretrained: ResNet-50 weights file not found: {source}; point it at a "
+            "torchvision ResNet-50 state dict, or use imagenet (torchvision's cached file)"
+        )
     if looks_like_path(source):
         return (
             f"clip.pretrained: weights file not found: {source}; point it at an existing "
@@ -404,28 +416,6 @@ def weights_problem(clip: dict, workdir: Path | None = None) -> str | None:
     if cached_hub_weights(model, source) is None:
         return not_cached_message(model, source)
     return None
-
-
-def _image_only_weights_problem(source: str | None, workdir: Path | None) -> str | None:
-    from ccafl.models.weights import (
-        IMAGENET_TAG,
-        cached_imagenet_weights,
-        imagenet_not_cached_message,
-    )
-
-    if source in (None, "captions"):  # captions: image_only_problems names it
-        return None
-    if source == IMAGENET_TAG:
-        return None if cached_imagenet_weights() else imagenet_not_cached_message()
-    path = Path(source).expanduser()
-    if not path.is_absolute() and workdir is not None:
-        path = workdir / path
-    if path.is_file():
-        return None
-    return (
-        f"clip.pretrained: ResNet-50 weights file not found: {source}; point it at a "
-        "torchvision ResNet-50 state dict, or use imagenet (torchvision's cached file)"
-    )
 
 
 def _model_problem(model: str) -> str | None:

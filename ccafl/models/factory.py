@@ -12,13 +12,15 @@ import torch
 from torch import nn
 
 from ccafl.config import ConfigError
+from ccafl.errors import WeightsError
 from ccafl.logs import quiet_open_clip
 from ccafl.models.backbone import (
     ReIDEncoder,
     create_clip,
+    read_clip_checkpoint,
     uses_quick_gelu,
 )
-from ccafl.models.imagenet import build_imagenet_resnet
+from ccafl.models.imagenet import ImageNetResNet, weights_file
 from ccafl.models.weights import IMAGENET_TAG, cached_imagenet_weights, is_image_only
 from ccafl.settings import ClipSection, Settings, TrainSection
 
@@ -70,6 +72,22 @@ def build_clip(
             quick_gelu=activation,
         )
     log.info("CLIP %s: %s", clip.model, describe_weights(clip, source, weights))
+    return model
+
+
+def build_imagenet_resnet(
+    source: str | None, last_stride_one: bool = True, image_size: tuple[int, int] = (256, 128)
+) -> ImageNetResNet:
+    """The image-only ResNet-50 with the weights of ``source`` (`ccafl.models.imagenet`): read
+    from its file by the reader of every local weights file, loaded strictly."""
+    model = ImageNetResNet(last_stride_one, image_size)
+    if source is not None:
+        path = weights_file(source)
+        try:
+            state = read_clip_checkpoint(path).state
+        except ValueError as error:  # the file holds no state dict
+            raise WeightsError(f"clip.pretrained: {path} is not a ResNet-50 state dict") from error
+        model.load_trunk(state, path)
     return model
 
 

@@ -15,6 +15,9 @@ Weights (``clip.pretrained``), never downloaded by a run:
   or one of our ``{"model": ...}`` copies (the clip_import rule's);
 * ``null``: random initialisation.
 
+A file is read by `ccafl.models.backbone.read_clip_checkpoint`, the reader of every local
+weights file (``ccafl.models.factory.build_imagenet_resnet`` builds the network).
+
 The pipeline's images arrive normalised with CLIP's mean and std (`ccafl.data.transforms`);
 the network maps them to ImageNet's normalisation first, an exact per-channel affine map, so
 no data path needs to know which backbone it feeds.
@@ -22,7 +25,6 @@ no data path needs to know which backbone it feeds.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -30,24 +32,7 @@ from torch import Tensor, nn
 
 from ccafl.data.transforms import CLIP_MEAN, CLIP_STD
 from ccafl.errors import MissingWeightsError, WeightsError
-from ccafl.models.weights import (
-    IMAGE_ONLY_MODELS,
-    IMAGENET_TAG,
-    cached_imagenet_weights,
-    imagenet_not_cached_message,
-    is_image_only,
-)
-
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "IMAGE_ONLY_MODELS",
-    "IMAGENET_TAG",
-    "ImageNetResNet",
-    "build_imagenet_resnet",
-    "cached_imagenet_weights",
-    "is_image_only",
-]
+from ccafl.models.weights import IMAGENET_TAG, cached_imagenet_weights, imagenet_not_cached_message
 
 # torchvision's normalisation of its ImageNet weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,27 +53,6 @@ def weights_file(source: str) -> Path:
             "ResNet-50 state dict, 'imagenet' for torchvision's cached file, or null)"
         )
     return path
-
-
-def read_resnet_state(path: str | Path) -> dict[str, Tensor]:
-    """A ResNet-50 state dict from a torchvision file or one of our ``{"model": ...}`` copies,
-    without the ImageNet classifier (``fc.*``) and without our input buffers."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # our own copies also record versions; the file is local
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # a damaged or foreign file: many exception types
-            first = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise WeightsError(f"clip.pretrained: cannot read {path} ({first})") from error
-    state = payload.get("model", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict):
-        raise WeightsError(f"clip.pretrained: {path} is not a ResNet-50 state dict")
-    return {
-        key.removeprefix("trunk."): value
-        for key, value in state.items()
-        if not key.startswith(("fc.", "input_scale", "input_shift"))
-    }
 
 
 class ImageNetResNet(nn.Module):
@@ -121,32 +85,24 @@ class ImageNetResNet(nn.Module):
             "input_shift", ((clip_mean - mean) / std).view(1, 3, 1, 1), persistent=False
         )
 
+    def load_trunk(self, state: dict[str, Tensor], path: Path) -> None:
+        """Load a ResNet-50 state dict read from ``path``, strictly, without torchvision's
+        ImageNet classifier (``fc.*``); another network is a one-line error."""
+        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        own = self.trunk.state_dict()
+        missing = sorted(own.keys() - state.keys())
+        unexpected = sorted(state.keys() - own.keys())
+        wrong = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+        if missing or unexpected or wrong:
+            raise WeightsError(
+                f"clip.pretrained: {path} is not a torchvision ResNet-50 state dict "
+                f"({len(missing)} missing keys, {len(unexpected)} unexpected, {len(wrong)} of "
+                f"another shape, e.g. {(missing + unexpected + sorted(wrong))[:2]})"
+            )
+        self.trunk.load_state_dict(state)
+
     def feature_map(self, images: Tensor) -> Tensor:
         t = self.trunk
         x = images.to(t.conv1.weight.dtype) * self.input_scale + self.input_shift
         x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
         return t.layer4(t.layer3(t.layer2(t.layer1(x))))
-
-
-def build_imagenet_resnet(
-    source: str | None, last_stride_one: bool = True, image_size: tuple[int, int] = (256, 128)
-) -> ImageNetResNet:
-    """The ResNet-50 with the weights of ``source`` (see the module doc), strictly loaded."""
-    model = ImageNetResNet(last_stride_one, image_size)
-    if source is None:
-        return model
-    path = weights_file(source)
-    state = read_resnet_state(path)
-    own = model.trunk.state_dict()
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    wrong = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        raise WeightsError(
-            f"clip.pretrained: {path} is not a torchvision ResNet-50 state dict "
-            f"({len(missing)} missing keys, {len(unexpected)} unexpected, {len(wrong)} of "
-            f"another shape, e.g. {(missing + unexpected + sorted(wrong))[:2]})"
-        )
-    model.trunk.load_state_dict(state)
-    log.info("ResNet-50: ImageNet weights from %s", path)
-    return model

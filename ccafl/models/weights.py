@@ -118,10 +118,8 @@ def torch_hub_checkpoints() -> Path:
 
 def cached_imagenet_weights() -> Path | None:
     """torchvision's ResNet-50 ImageNet file in torch's hub cache, if one is there."""
-    for name in TORCHVISION_FILES:
-        if (torch_hub_checkpoints() / name).is_file():
-            return torch_hub_checkpoints() / name
-    return None
+    folder = torch_hub_checkpoints()
+    return next((folder / n for n in TORCHVISION_FILES if (folder / n).is_file()), None)
 
 
 def imagenet_not_cached_message() -> str:
