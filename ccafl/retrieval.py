@@ -26,6 +26,7 @@ def _retrieval(
     q_feats: torch.Tensor,
     g_feats: torch.Tensor,
     rerank: bool,
+    distance: str = "cosine",
 ) -> dict:
     labels = dict(
         q_pids=query["pid"].to_numpy(),
@@ -34,9 +35,13 @@ def _retrieval(
         g_cams=gallery["camera"].to_numpy(),
     )
     if rerank:
-        distmat = k_reciprocal_rerank(q_feats.numpy(), g_feats.numpy())
+        distmat = k_reciprocal_rerank(
+            q_feats.numpy(), g_feats.numpy(), normalize=distance == "cosine"
+        )
         return rank_metrics(distmat, **labels)
-    return rank_metrics(query_features=q_feats, gallery_features=g_feats, **labels)
+    return rank_metrics(
+        query_features=q_feats, gallery_features=g_feats, distance=distance, **labels
+    )
 
 
 def _per_split(
@@ -45,6 +50,7 @@ def _per_split(
     q_feats: torch.Tensor,
     g_feats: torch.Tensor,
     rerank: bool,
+    distance: str = "cosine",
 ) -> dict:
     """The standard protocol of PRID, GRID, VIPeR and iLIDS: each split's query against its
     own gallery, the metrics averaged over splits (each split's kept under ``splits``)."""
@@ -58,6 +64,7 @@ def _per_split(
             q_feats[torch.from_numpy(q)],
             g_feats[torch.from_numpy(g)],
             rerank,
+            distance,
         )
         results.append(result)
         splits.append({"split": int(split), "mAP": result["mAP"], **cmc_at(result)})
@@ -95,6 +102,7 @@ def evaluate_model(
             batch_size=settings.eval.batch_size,
             num_workers=settings.train.num_workers,
             device=device,
+            which="f" if settings.eval.neck == "after" else "before_neck",
             desc=f"{split} features",
         )
 
@@ -103,10 +111,14 @@ def evaluate_model(
         index, paths = pd.factorize(pd.concat([query["path"], gallery["path"]]))
         unique = features(pd.DataFrame({"path": paths}), "query and gallery")
         q_feats, g_feats = unique[index[: len(query)]], unique[index[len(query) :]]
-        result = _per_split(query, gallery, q_feats, g_feats, settings.eval.rerank)
+        result = _per_split(
+            query, gallery, q_feats, g_feats, settings.eval.rerank, settings.eval.distance
+        )
     else:
         q_feats, g_feats = features(query, "query"), features(gallery, "gallery")
-        result = _retrieval(query, gallery, q_feats, g_feats, settings.eval.rerank)
+        result = _retrieval(
+            query, gallery, q_feats, g_feats, settings.eval.rerank, settings.eval.distance
+        )
     metrics = {
         "mAP": float(result["mAP"]),
         "mINP": float(result["mINP"]),
@@ -114,6 +126,8 @@ def evaluate_model(
         "dataset": settings.dataset.name,
         "model": label,
         "rerank": bool(settings.eval.rerank),
+        "neck": settings.eval.neck,
+        "distance": settings.eval.distance,
         "n_query": int(len(query)),
         "n_gallery": int(len(gallery)),
         "n_valid_queries": int(result["n_valid_queries"]),

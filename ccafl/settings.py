@@ -232,6 +232,8 @@ class EvalSection(Section):
     KEY: ClassVar[str] = "eval"
     batch_size: int = _absent()
     rerank: bool = _absent()
+    neck: str = _absent()
+    distance: str = _absent()
 
 
 @dataclass(frozen=True, eq=False)

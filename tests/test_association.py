@@ -476,8 +476,9 @@ def test_identical_gids_of_one_camera_do_not_become_nan() -> None:
     assert np.isfinite(centred).all()
 
 
-def test_camera_centering_is_off_by_default() -> None:
-    """The paper's association stays the default; centring is opted into."""
+def test_camera_centering_is_the_default_and_the_paper_rule_stays_available() -> None:
+    """Centring is the default (issue 21: it meets every world's target); false keeps Eq. 12."""
     from ccafl.config import validate
 
-    assert validate({})["train"]["camera_centering"] is False
+    assert validate({})["train"]["camera_centering"] is True
+    assert validate({"train": {"camera_centering": False}})["train"]["camera_centering"] is False

@@ -289,3 +289,33 @@ def test_bfloat16_distmat_tensor_ranks_like_float32() -> None:
     distmat = torch.rand(20, 80).to(torch.bfloat16)  # many ties at bfloat16 precision
     expected = rank_metrics(distmat.to(torch.float32), **labels, max_rank=10)
     assert_same_metrics(rank_metrics(distmat, **labels, max_rank=10), expected)
+
+
+@pytest.mark.parametrize("numpy_on_cpu", [True, False])
+def test_euclidean_distance_ranks_the_features_as_they_are(monkeypatch, numpy_on_cpu) -> None:
+    """eval.distance: euclidean (CLIP-FGDI's test, feat_norm off) equals ranking the squared
+    Euclidean distance matrix, and differs from cosine once the norms differ."""
+    monkeypatch.setattr(evaluation, "_NUMPY_ON_CPU", numpy_on_cpu)
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((9, 6)) * rng.uniform(0.2, 5.0, (9, 1))
+    g = rng.standard_normal((40, 6)) * rng.uniform(0.2, 5.0, (40, 1))
+    q, g = q.astype(np.float32), g.astype(np.float32)
+    labels = dict(
+        q_pids=rng.integers(1, 4, 9),
+        g_pids=rng.integers(1, 4, 40),
+        q_cams=rng.integers(0, 2, 9),
+        g_cams=rng.integers(0, 3, 40),
+        device="cpu",
+    )
+    squared = ((q[:, None, :] - g[None, :, :]) ** 2).sum(axis=-1)
+    expected = rank_metrics(squared, **labels)
+    got = rank_metrics(
+        query_features=q, gallery_features=g, distance="euclidean", chunk_size=4, **labels
+    )
+    assert got["mAP"] == pytest.approx(expected["mAP"], abs=1e-12)
+    assert got["mINP"] == pytest.approx(expected["mINP"], abs=1e-12)
+    np.testing.assert_array_equal(got["cmc"], expected["cmc"])
+    cosine = rank_metrics(query_features=q, gallery_features=g, **labels)
+    assert cosine["mAP"] != pytest.approx(got["mAP"], abs=1e-6)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        rank_metrics(query_features=q, gallery_features=g, distance="l1", **labels)

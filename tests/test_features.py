@@ -163,3 +163,44 @@ def test_supervised_labels_come_from_the_truth_table(tiny_dataset: dict) -> None
     same_pid = pid_of_gid.to_numpy()[:, None] == pid_of_gid.to_numpy()[None, :]
     assert np.array_equal(same_label, same_pid)
     assert table["cluster"].nunique() < len(table)  # people seen by several cameras merge
+
+
+def test_evaluation_before_the_neck_and_by_euclidean_distance(
+    tiny_dataset: dict, tmp_path: Path
+) -> None:
+    """eval.neck: before evaluates the parts of f as they enter the BN-necks (CLIP-FGDI's
+    cat[x12, proj] for train.feature: concat), eval.distance: euclidean ranks them unnormalised;
+    metrics.json records both, and the default is the retrieval feature behind the necks."""
+    from ccafl.models.factory import build_reid_model
+    from ccafl.retrieval import evaluate_model
+    from ccafl.settings import Settings
+
+    def run(out: Path, **evaluation):
+        config = tiny_config(
+            tiny_dataset["root"], clip={"pretrained": None}, train={"feature": "concat"},
+            eval=evaluation,
+        )  # fmt: skip
+        settings = Settings.from_config(config)
+        torch.manual_seed(0)
+        model = build_reid_model(settings, weights=False).eval()
+        for neck in model.necks():  # necks that change the features
+            neck.running_mean.normal_(0, 0.1)
+            neck.running_var.uniform_(0.5, 2.0)
+        metrics = evaluate_model(model, settings, tiny_dataset["root"], tiny_dataset["ics"], out)
+        table = pd.read_parquet(out / "features.parquet")
+        return metrics, model, np.stack(table["feature"].to_numpy()), table
+
+    after, model, f_after, table = run(tmp_path / "after")
+    before, _, f_before, _ = run(tmp_path / "before", neck="before", distance="euclidean")
+    assert (after["neck"], after["distance"]) == ("after", "cosine")
+    assert (before["neck"], before["distance"]) == ("before", "euclidean")
+    from ccafl.data.images import ImageTable
+    from ccafl.data.transforms import test_transform as eval_transform
+
+    first = ImageTable(tiny_dataset["root"], table["path"][:4].tolist(), eval_transform(64, 32))
+    images = torch.stack([first[i][0] for i in range(4)])
+    with torch.no_grad():
+        pooled, proj = model.pooled(images)
+        np.testing.assert_allclose(f_before[:4], torch.cat([pooled, proj], 1).numpy(), atol=1e-5)
+        np.testing.assert_allclose(f_after[:4], model.head(pooled, proj).numpy(), atol=1e-5)
+    assert not np.allclose(f_before, f_after, atol=1e-2)

@@ -121,3 +121,59 @@ def test_what_needs_a_text_tower_is_refused_before_any_job(override: dict, key: 
         config[section] = config.get(section, {}) | values
     problems = config_problems(validate(config))
     assert any(key in p and "has no text tower" in p for p in problems), problems
+
+
+def test_a_resnet50_model_file_exports_embeds_and_searches(tmp_path: Path) -> None:
+    """Using a trained CALR model: the final model file of a ResNet-50 rebuilds, exports to
+    TorchScript (and ONNX with the extra) with the eager features, and embeds, indexes and
+    searches a Market-named tree, as a CLIP model does (tests/test_export.py, test_search.py)."""
+    import json
+
+    import pandas as pd
+    from conftest import build_market_tree
+
+    from ccafl.cli import main
+    from ccafl.embedding import read_embeddings
+    from ccafl.inference.models import load_reid_model
+    from ccafl.io import save_torch
+    from ccafl.models.factory import final_model_payload
+
+    settings = _settings(last_stride_one=True)
+    torch.manual_seed(0)
+    model = build_reid_model(settings, weights=False).eval()
+    model.bottleneck.running_mean.normal_(0, 0.1)  # a BN-neck that is not the identity
+    model.bottleneck.running_var.uniform_(0.5, 2.0)
+    save_torch(final_model_payload(model, settings, epoch=0), tmp_path / "model.pt")
+
+    images = torch.randn(3, 3, 64, 32)
+    rebuilt = load_reid_model(tmp_path / "model.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images)[0], model(images)[0])
+
+    assert (
+        main(["export", "--model", str(tmp_path / "model.pt"), "--out-dir", str(tmp_path / "x")])
+        == 0
+    )
+    report = json.loads((tmp_path / "x" / "export.json").read_text())
+    assert report["input_size"] == [64, 32]
+    assert report["torchscript"]["max_abs_diff"] < 1e-5
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass  # the onnx extra is not installed: TorchScript only
+    else:
+        assert report["onnx"]["max_abs_diff"] < 1e-4
+
+    root = build_market_tree(tmp_path / "market")
+    features, index, out = tmp_path / "g.parquet", tmp_path / "idx", tmp_path / "res"
+    args = ["--model", str(tmp_path / "model.pt")]
+    assert (
+        main(["embed", *args, "--images", str(root / "bounding_box_test"), "--out", str(features)])
+        == 0
+    )
+    table = read_embeddings(features)
+    assert table.metadata["feature_name"] == "pooled" and table.features.shape[1] == 2048
+    assert main(["index", "--features", str(features), "--out", str(index)]) == 0
+    assert main(["search", "--index", str(index), "--query", str(root / "query"), "--top-k", "3",
+                 "--no-sheet", "--out", str(out)]) == 0  # fmt: skip
+    assert len(pd.read_csv(out / "ranking.csv")) > 0

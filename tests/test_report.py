@@ -347,3 +347,21 @@ def test_open_report_without_a_page_is_one_line_naming_it(tmp_path: Path) -> Non
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "index.html does not exist" in lines[0] and "make demo" in lines[0]
+
+
+def test_retrieval_examples_are_ranked_by_the_evaluations_distance() -> None:
+    """With eval.distance: euclidean the examples follow the squared distance of the stored
+    features, not their cosine (the two orders differ for features of unequal norms)."""
+    from ccafl.report.plots import retrieval_ranking
+
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((30, 4)) * rng.uniform(0.1, 6.0, (30, 1))
+    q = rng.standard_normal((3, 4))
+    gallery = pd.DataFrame({"feature": list(g), "pid": rng.integers(1, 5, 30), "camera": 1})
+    query = pd.DataFrame({"feature": list(q), "pid": [9, 9, 9], "camera": 0})
+    euclidean = retrieval_ranking(query, gallery, top_k=5, distance="euclidean")
+    cosine = retrieval_ranking(query, gallery, top_k=5)
+    for i, order in euclidean:
+        expected = np.argsort(((g - q[i]) ** 2).sum(axis=1), kind="stable")[:5]
+        np.testing.assert_array_equal(order, expected)
+    assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(euclidean, cosine, strict=True))

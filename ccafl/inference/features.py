@@ -48,8 +48,9 @@ def extract_features(
 ):
     """Un-augmented features of ``paths`` in order.
 
-    ``which``: ``f`` (the ReID feature behind its BN-neck(s)), ``p`` (the CLIP projection) or
-    ``raw`` (the pair (pooled, projection) before any BN-neck). Under torchrun each rank
+    ``which``: ``f`` (the ReID feature behind its BN-neck(s)), ``before_neck`` (the same parts
+    of f as they enter the neck(s), concatenated), ``p`` (the CLIP projection) or ``raw`` (the
+    pair (pooled, projection) before any BN-neck). Under torchrun each rank
     computes every world_size-th image and the shards are gathered, so every rank returns all
     features.
     """
@@ -82,6 +83,9 @@ def features_of_batches(
             outputs.append((pooled.float(), proj.float()))
         elif which == "f":
             outputs.append((model.head(pooled, proj).float(),))
+        elif which == "before_neck":
+            parts = model.neck_inputs(pooled, proj)
+            outputs.append((torch.cat([x.float() for x in parts], dim=1),))
         else:
             outputs.append((proj.float(),))
     model.train(was_training)

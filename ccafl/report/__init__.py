@@ -14,6 +14,7 @@ them all.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -41,6 +42,15 @@ from ccafl.report.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def evaluation_distance(metrics: Path | None) -> str:
+    """The distance the run was evaluated with (metrics.json's ``distance``; cosine before
+    eval.distance existed, or without a metrics file)."""
+    if metrics is None or not Path(metrics).is_file():
+        return "cosine"
+    return json.loads(Path(metrics).read_text()).get("distance", "cosine")
+
 
 __all__ = [
     "OUTPUTS",
@@ -108,7 +118,12 @@ def build_report(inputs: ReportInputs, out_dir: str | Path, run_name: str = "") 
     attempt(("tsne.png",), lambda: plot_tsne(inputs.features, out_dir / "tsne.png"))
     attempt(
         ("retrieval.png",),
-        lambda: plot_retrieval(inputs.features, inputs.dataset_root, out_dir / "retrieval.png"),
+        lambda: plot_retrieval(
+            inputs.features,
+            inputs.dataset_root,
+            out_dir / "retrieval.png",
+            distance=evaluation_distance(inputs.metrics),
+        ),
     )
     attempt(
         ("timings.csv", "timings.png"),

@@ -303,17 +303,28 @@ def _load_thumbnail(root: Path, relative: str) -> np.ndarray:
 
 
 def retrieval_ranking(
-    query: pd.DataFrame, gallery: pd.DataFrame, top_k: int = 10
+    query: pd.DataFrame, gallery: pd.DataFrame, top_k: int = 10, distance: str = "cosine"
 ) -> list[tuple[int, np.ndarray]]:
-    """Top-k valid gallery rows per query row by cosine similarity (Market-1501 protocol).
+    """Top-k valid gallery rows per query row by the evaluation's distance (Market-1501
+    protocol): cosine similarity, or (``euclidean``) the negated squared Euclidean distance of
+    the features as stored, as `eval.distance` ranks them.
 
     Excluded for a query: gallery images of its pid taken by its camera, and junk (pid -1).
     """
-    g_feats = _feature_matrix(gallery)
+    euclidean = distance == "euclidean"
+    if euclidean:
+        g_feats = np.stack(gallery["feature"].to_numpy()).astype(np.float32)
+        g_sq = np.square(g_feats).sum(axis=1)
+    else:
+        g_feats = _feature_matrix(gallery)
     g_pids, g_cams = gallery["pid"].to_numpy(), gallery["camera"].to_numpy()
     out = []
     for i, row in enumerate(query.itertuples(index=False)):
-        similarity = g_feats @ _feature_matrix(query.iloc[[i]])[0]
+        if euclidean:
+            q = np.asarray(query["feature"].iloc[i], dtype=np.float32)
+            similarity = 2 * (g_feats @ q) - g_sq  # -|q - g|^2 up to the query's own norm
+        else:
+            similarity = g_feats @ _feature_matrix(query.iloc[[i]])[0]
         invalid = excluded_from_gallery(row.pid, row.camera, g_pids, g_cams)
         similarity[invalid] = -np.inf
         order = np.argsort(-similarity, kind="stable")[:top_k]
@@ -328,8 +339,10 @@ def plot_retrieval(
     n_queries: int = 6,
     top_k: int = 10,
     seed: int = 0,
+    distance: str = "cosine",
 ) -> None:
-    """Query (left) and its top-k gallery images; green border = same person, red = wrong."""
+    """Query (left) and its top-k gallery images; green border = same person, red = wrong.
+    ``distance``: the evaluation's (metrics.json), so the examples are ranked as scored."""
     features = _test_features(features_file)
     root = given(dataset_root, "dataset root")
     gallery = features[features["split"] == "gallery"].reset_index(drop=True)
@@ -348,7 +361,7 @@ def plot_retrieval(
     if not (root / query["path"].iloc[0]).is_file():
         raise NotAvailable(f"dataset images not found under {root} (e.g. {query['path'].iloc[0]})")
 
-    rankings = retrieval_ranking(query, gallery, top_k)
+    rankings = retrieval_ranking(query, gallery, top_k, distance)
     figure = _new_figure(1.0 * (top_k + 1) + 0.4, 1.75 * len(query) + 0.4)
     axes = figure.subplots(len(query), top_k + 1, squeeze=False)
     for (i, order), row_axes in zip(rankings, axes, strict=True):
@@ -372,7 +385,8 @@ def plot_retrieval(
                 f"#{rank} c{g['camera'] + 1}",
             )
     figure.suptitle(
-        f"Retrieval examples: top-{top_k} by cosine similarity "
+        f"Retrieval examples: top-{top_k} by "
+        f"{'Euclidean distance' if distance == 'euclidean' else 'cosine similarity'} "
         "(same pid + same camera and junk excluded); green = correct, red = wrong"
     )
     _save_figure(figure, path)

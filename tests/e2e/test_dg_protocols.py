@@ -94,6 +94,8 @@ def test_small_targets_are_scored_on_their_ten_splits(protocol1) -> None:
         )
         splits = metrics["splits"]
         assert [s["split"] for s in splits] == list(range(10))
+        # CLIP-FGDI's test feature: cat[x12, proj] before the BN-necks, squared Euclidean.
+        assert (metrics["neck"], metrics["distance"]) == ("before", "euclidean")
         assert metrics["mAP"] == pytest.approx(sum(s["mAP"] for s in splits) / 10)
 
 

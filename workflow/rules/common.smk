@@ -189,7 +189,9 @@ def stage3_domain_text_arg(wildcards, input):
 # Evaluation reads the model's own config from model.pt. Its loader workers (train.num_workers)
 # change no number, so they are passed as a resource (`loader_workers`), which reruns nothing.
 EVALUATE_KEYS = ("dataset.name", "dataset.root", "input", "eval")
-ZEROSHOT_KEYS = ("dataset.name", "dataset.root", "input", "clip", "eval")
+# The reference rows evaluate every feature on both sides of its neck by cosine, so
+# eval.neck and eval.distance (the trained model's evaluation) rerun no reference.
+ZEROSHOT_KEYS = ("dataset.name", "dataset.root", "input", "clip", "eval.batch_size", "eval.rerank")
 UNTRAINED_KEYS = (*ZEROSHOT_KEYS, "train.seed")  # the seed of the random network
 REPORT_KEYS = ("dataset.name", "dataset.root")  # the page title; the retrieval examples' images
 VARIANT_TABLE_KEYS = ("ablation", "clip.pretrained", "train.losses", "train.labels")
