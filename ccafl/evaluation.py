@@ -24,9 +24,10 @@ well; this rule gives them the worst score instead. With continuous features tie
 Distances from features: cosine distance ``1 - cos(q, g)`` of the L2-normalised features, in
 float32. Internally ``-cos`` is ranked, which orders identically without the rounding of
 ``1 - cos``. Or squared Euclidean distance of the un-normalised features (CLIP-FGDI's test,
-``distance="euclidean"``), ranked as ``|g|^2 - 2 q.g``: the query's own norm orders nothing. The query x gallery matrix is never held whole: query chunks of at most
-``chunk_size`` rows are multiplied against the full gallery (numpy/OpenBLAS on CPU, torch on
-GPU, where torch's float32 matmul precision setting applies: TF32 if the caller enabled it).
+``distance="euclidean"``), ranked as ``|g|^2 - 2 q.g``: the query's own norm orders nothing.
+The query x gallery matrix is never held whole: query chunks of at most ``chunk_size`` rows
+are multiplied against the full gallery (numpy/OpenBLAS on CPU, torch on GPU, where torch's
+float32 matmul precision setting applies: TF32 if the caller enabled it).
 """
 
 from __future__ import annotations

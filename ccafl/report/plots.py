@@ -232,8 +232,10 @@ def _test_features(features_file: Path | None) -> pd.DataFrame:
     return features
 
 
-def _feature_matrix(table: pd.DataFrame) -> np.ndarray:
+def _feature_matrix(table: pd.DataFrame, normalise: bool = True) -> np.ndarray:
     matrix = np.stack(table["feature"].to_numpy()).astype(np.float32)
+    if not normalise:
+        return matrix
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
@@ -312,19 +314,15 @@ def retrieval_ranking(
     Excluded for a query: gallery images of its pid taken by its camera, and junk (pid -1).
     """
     euclidean = distance == "euclidean"
-    if euclidean:
-        g_feats = np.stack(gallery["feature"].to_numpy()).astype(np.float32)
-        g_sq = np.square(g_feats).sum(axis=1)
-    else:
-        g_feats = _feature_matrix(gallery)
+    g_feats = _feature_matrix(gallery, normalise=not euclidean)
+    q_feats = _feature_matrix(query, normalise=not euclidean)
+    g_sq = np.square(g_feats).sum(axis=1) if euclidean else None
     g_pids, g_cams = gallery["pid"].to_numpy(), gallery["camera"].to_numpy()
     out = []
     for i, row in enumerate(query.itertuples(index=False)):
-        if euclidean:
-            q = np.asarray(query["feature"].iloc[i], dtype=np.float32)
-            similarity = 2 * (g_feats @ q) - g_sq  # -|q - g|^2 up to the query's own norm
-        else:
-            similarity = g_feats @ _feature_matrix(query.iloc[[i]])[0]
+        similarity = g_feats @ q_feats[i]
+        if euclidean:  # -|q - g|^2 up to the query's own norm, which orders nothing
+            similarity = 2 * similarity - g_sq
         invalid = excluded_from_gallery(row.pid, row.camera, g_pids, g_cams)
         similarity[invalid] = -np.inf
         order = np.argsort(-similarity, kind="stable")[:top_k]
