@@ -86,7 +86,13 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     *,
     label: str = "model",
+    neck: str = "after",
+    distance: str = "cosine",
 ) -> dict:
+    """Market-1501 metrics of ``model`` on the ICS folder's query and gallery (written to
+    ``out_dir`` with the CMC and the features when given). ``neck``/``distance``: which side of
+    the BN-neck(s) the feature is taken and how it is compared (config ``eval.neck`` and
+    ``eval.distance``, read by the evaluate stage; the reference rows keep the defaults)."""
     device = pick_device()
     model = model.to(device).eval()
     ics_dir = Path(ics_dir)
@@ -102,7 +108,7 @@ def evaluate_model(
             batch_size=settings.eval.batch_size,
             num_workers=settings.train.num_workers,
             device=device,
-            which="f" if settings.eval.neck == "after" else "before_neck",
+            which="f" if neck == "after" else "before_neck",
             desc=f"{split} features",
         )
 
@@ -111,14 +117,10 @@ def evaluate_model(
         index, paths = pd.factorize(pd.concat([query["path"], gallery["path"]]))
         unique = features(pd.DataFrame({"path": paths}), "query and gallery")
         q_feats, g_feats = unique[index[: len(query)]], unique[index[len(query) :]]
-        result = _per_split(
-            query, gallery, q_feats, g_feats, settings.eval.rerank, settings.eval.distance
-        )
+        result = _per_split(query, gallery, q_feats, g_feats, settings.eval.rerank, distance)
     else:
         q_feats, g_feats = features(query, "query"), features(gallery, "gallery")
-        result = _retrieval(
-            query, gallery, q_feats, g_feats, settings.eval.rerank, settings.eval.distance
-        )
+        result = _retrieval(query, gallery, q_feats, g_feats, settings.eval.rerank, distance)
     metrics = {
         "mAP": float(result["mAP"]),
         "mINP": float(result["mINP"]),
@@ -126,8 +128,8 @@ def evaluate_model(
         "dataset": settings.dataset.name,
         "model": label,
         "rerank": bool(settings.eval.rerank),
-        "neck": settings.eval.neck,
-        "distance": settings.eval.distance,
+        "neck": neck,
+        "distance": distance,
         "n_query": int(len(query)),
         "n_gallery": int(len(gallery)),
         "n_valid_queries": int(result["n_valid_queries"]),

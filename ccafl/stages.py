@@ -300,7 +300,16 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> None:
     settings = with_loader_workers(settings, args.loader_workers)
     model = load_model_for_eval(settings, args.model, args.clip)
     label = args.label or (str(args.model) if args.model else f"raw {settings.clip.model}")
-    evaluate_model(model, settings, settings.dataset.root, args.ics_dir, args.out_dir, label=label)
+    evaluate_model(
+        model,
+        settings,
+        settings.dataset.root,
+        args.ics_dir,
+        args.out_dir,
+        label=label,
+        neck=settings.eval.neck,
+        distance=settings.eval.distance,
+    )
 
 
 def _variant_table_args(p: argparse.ArgumentParser) -> None:

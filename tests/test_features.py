@@ -177,16 +177,17 @@ def test_evaluation_before_the_neck_and_by_euclidean_distance(
 
     def run(out: Path, **evaluation):
         config = tiny_config(
-            tiny_dataset["root"], clip={"pretrained": None}, train={"feature": "concat"},
-            eval=evaluation,
-        )  # fmt: skip
+            tiny_dataset["root"], clip={"pretrained": None}, train={"feature": "concat"}
+        )
         settings = Settings.from_config(config)
         torch.manual_seed(0)
         model = build_reid_model(settings, weights=False).eval()
         for neck in model.necks():  # necks that change the features
             neck.running_mean.normal_(0, 0.1)
             neck.running_var.uniform_(0.5, 2.0)
-        metrics = evaluate_model(model, settings, tiny_dataset["root"], tiny_dataset["ics"], out)
+        metrics = evaluate_model(
+            model, settings, tiny_dataset["root"], tiny_dataset["ics"], out, **evaluation
+        )
         table = pd.read_parquet(out / "features.parquet")
         return metrics, model, np.stack(table["feature"].to_numpy()), table
 
