@@ -140,7 +140,7 @@ EVERYTHING = {"synthesize", "ics", "clip_pretrain", "prompt", "zeroshot"} | TRAI
 RERUNS = [
     ("train.lam", 0.6, TRAINING),  # stage 2 onwards; not ics, prompt, clip_pretrain, zeroshot
     ("train.threshold", 1.3, STAGE3),  # read by stage 3 only
-    ("train.camera_centering", True, STAGE3),
+    ("train.camera_centering", False, STAGE3),
     ("train.association_search", "exact", STAGE3),
     # The unsupervised mode's stage A: not part of an ICS run, so changing it reruns nothing;
     # switching the main run to the mode adds stage A and retrains on its clusters.
