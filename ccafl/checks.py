@@ -123,6 +123,13 @@ def config_problems(config: dict, given: dict | None = None) -> list[str]:
             f"({train['epochs']}): the learning rate would never reach train.lr; lower "
             "train.warmup_epochs"
         )
+    id_loss = config.get("fgdi", {}).get("id_loss", 0.0)
+    if checked("fgdi.id_loss", "train.labels") and id_loss > 0 and train["labels"] != "supervised":
+        problems.append(
+            f"fgdi.id_loss ({id_loss}) needs train.labels: supervised, the only labels that keep "
+            f"their classes from epoch to epoch (train.labels: {train['labels']} renumbers them "
+            "every epoch); set fgdi.id_loss: 0 for this run"
+        )
     if checked("clip.model") and is_image_only(clip["model"]):
         problems += image_only_problems(config, checked)
     if checked("dataset.format", "synthetic") and dataset["format"] == "synthetic":

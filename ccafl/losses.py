@@ -486,6 +486,13 @@ def guiding_loss(
     raise ValueError(f"fgdi.apn_sign must be 'paper' or 'code', got {sign!r}")
 
 
+def person_id_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.1) -> Tensor:
+    """CLIP-ReID's ID loss (used by CLIP-FGDI in its image-encoder stages): cross-entropy of a
+    person classifier's logits to the person label, with label smoothing, averaged over the
+    batch."""
+    return F.cross_entropy(logits, labels.to(torch.long), label_smoothing=label_smoothing)
+
+
 def batch_hard_triplet_loss(feats: Tensor, labels: Tensor) -> Tensor:
     """Batch-hard soft-margin triplet (Hermans et al., 2017), as CLIP-ReID and CLIP-FGDI train
     their image encoders: per anchor the farthest same-label and the nearest other-label image

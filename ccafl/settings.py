@@ -221,6 +221,7 @@ class FgdiSection(Section):
     beta: float = _absent()
     apn_sign: str = _absent()
     triplet: float = _absent()
+    id_loss: float = _absent()
 
     @property
     def on(self) -> bool:

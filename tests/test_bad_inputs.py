@@ -470,6 +470,22 @@ def test_cross_field_rules_apply_to_variants_and_to_the_cli(tmp_path: Path, cli)
         check_config(default_config(train={"intra_epochs": 40}))
 
 
+def test_person_id_loss_without_fixed_labels_is_one_line() -> None:
+    """fgdi.id_loss trains a classifier over the stage-3 labels, so they must keep their
+    classes from epoch to epoch: the true ids do, the association does not."""
+    from ccafl.checks import check_config
+    from ccafl.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        check_config(default_config(fgdi={"id_loss": 1.0}))
+    assert str(error.value) == (
+        "fgdi.id_loss (1.0) needs train.labels: supervised, the only labels that keep their "
+        "classes from epoch to epoch (train.labels: association renumbers them every epoch); "
+        "set fgdi.id_loss: 0 for this run"
+    )
+    check_config(default_config(fgdi={"id_loss": 1.0}, train={"labels": "supervised"}))
+
+
 # --------------------------------------------------------------------------- CLIP weights
 
 

@@ -371,3 +371,17 @@ def test_batch_hard_triplet_step_brings_positives_closer_than_negatives() -> Non
     with torch.no_grad():
         stepped = feats - 0.5 * feats.grad
     assert batch_hard_triplet_loss(stepped, labels) < before
+
+
+def test_person_id_loss_is_label_smoothed_cross_entropy() -> None:
+    """-(1 - eps) log p_y - eps / C sum_c log p_c, averaged over the batch."""
+    from ccafl.losses import person_id_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    labels = torch.tensor([0, 2])
+    log_p = torch.log_softmax(logits, dim=1)
+    eps = 0.1
+    by_hand = -((1 - eps) * log_p[[0, 1], labels] + eps / 3 * log_p.sum(dim=1)).mean()
+    torch.testing.assert_close(person_id_loss(logits, labels, eps), by_hand)
+    plain = torch.nn.functional.cross_entropy(logits, labels)
+    torch.testing.assert_close(person_id_loss(logits, labels, 0.0), plain)

@@ -194,6 +194,43 @@ def test_refined_clusters_with_camera_alignment_resume_exactly(
     assert len(labels) == len(data.train)  # one row per image
 
 
+def test_person_id_loss_trains_its_head_and_resumes_exactly(
+    tiny_dataset: dict, intra_run: dict, tmp_path: Path
+) -> None:
+    """fgdi.id_loss on fixed labels (as the supervised run's): the classifier and its Adam
+    travel in every checkpoint, so epochs 3-4 in one job equal epoch 3, then epoch 4 resumed."""
+    from ccafl.inference.checkpoints import load_checkpoint
+    from ccafl.training.person_id import CHECKPOINT_KEY
+
+    config = tiny_config(
+        tiny_dataset["root"], train={"epochs": 4, "labels": "supervised"}, fgdi={"id_loss": 1.0}
+    )
+    settings = Settings.from_config(config)
+    data, start, clip = intra_run["data"], intra_run["checkpoint"], tiny_dataset["clip"]
+    labels = np.arange(data.n_gids) % 7  # fixed labels, one per gid
+    block = [tmp_path / "block" / f"epoch_{e:03d}" for e in (3, 4)]
+    inter.run_inter_epochs(settings, data, start, clip, [3, 4], block, given_labels=labels)
+    split = [tmp_path / "split" / f"epoch_{e:03d}" for e in (3, 4)]
+    inter.run_inter_epochs(settings, data, start, clip, [3], split[:1], given_labels=labels)
+    inter.run_inter_epochs(
+        settings, data, split[0] / "checkpoint.pt", clip, [4], split[1:], given_labels=labels
+    )
+    a, b = load_checkpoint(block[1] / "checkpoint.pt"), load_checkpoint(split[1] / "checkpoint.pt")
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+    first_head = load_checkpoint(block[0] / "checkpoint.pt")[CHECKPOINT_KEY]["head"]["weight"]
+    assert first_head.shape[0] == 7  # one row per label
+    assert torch.equal(a[CHECKPOINT_KEY]["head"]["weight"], b[CHECKPOINT_KEY]["head"]["weight"])
+    assert not torch.equal(a[CHECKPOINT_KEY]["head"]["weight"], first_head)  # it trains
+    log = pd.read_parquet(block[1] / "log.parquet")
+    assert log["loss_id"].notna().all() and (log["loss_id"] > 0).all()
+    plain = tiny_config(tiny_dataset["root"], train={"epochs": 4, "labels": "supervised"})
+    out = [tmp_path / "plain" / "epoch_003"]
+    inter.run_inter_epochs(Settings.from_config(plain), data, start, clip, [3], out,
+                           given_labels=labels)  # fmt: skip
+    assert "loss_id" not in pd.read_parquet(out[0] / "log.parquet").columns
+    assert CHECKPOINT_KEY not in load_checkpoint(out[0] / "checkpoint.pt")
+
+
 def test_camera_alignment_reverses_the_encoders_gradient() -> None:
     from ccafl.training.alignment import CameraAlignment
 

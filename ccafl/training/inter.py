@@ -36,9 +36,12 @@ from ccafl.losses import (
 )
 from ccafl.memory import PrototypeMemory, class_mean_features
 from ccafl.settings import Settings
-from ccafl.training.alignment import CHECKPOINT_KEY, CameraAlignment
+from ccafl.training.alignment import CHECKPOINT_KEY as CAMERA_HEAD_KEY
+from ccafl.training.alignment import CameraAlignment
 from ccafl.training.common import LossLog
 from ccafl.training.loop import BatchLosses, epoch_loader, train_epoch, train_features
+from ccafl.training.person_id import CHECKPOINT_KEY as PERSON_HEAD_KEY
+from ccafl.training.person_id import PersonClassifier
 from ccafl.training.schedule import active_losses
 from ccafl.training.state import TrainingData, TrainingState
 
@@ -59,9 +62,11 @@ def inter_epoch(
     epoch: int,
     loss_log: LossLog,
     alignment: CameraAlignment | None = None,
+    person: PersonClassifier | None = None,
 ) -> None:
     """One stage-3 epoch on the epoch's pseudo-labels: L_inter (Eq. 16), plus L_ICAL from
-    E_adv (Eq. 18), prototypes updated per pseudo-label (Eq. 13)."""
+    E_adv (Eq. 18), prototypes updated per pseudo-label (Eq. 13); CALR's camera loss and
+    CLIP-ReID's person ID loss where their heads are given."""
     train = state.settings.train
     active = active_losses(epoch, train)
     device = state.device
@@ -94,6 +99,7 @@ def inter_epoch(
     label_text = None if label_text is None else label_text.to(device)
     guide = state.settings.fgdi if data.domain_text is not None else None
     triplet = float(state.settings.fgdi.get("triplet", 0.0))  # DG mode only (CLIP-ReID's)
+    id_weight = float(state.settings.fgdi.get("id_loss", 0.0))
 
     def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
         targets = image_labels[index].to(device)
@@ -117,6 +123,8 @@ def inter_epoch(
             )
         if triplet > 0:
             terms["loss_triplet"] = triplet * batch_hard_triplet_loss(f, targets)
+        if person is not None:
+            terms["loss_id"] = id_weight * person.loss(f, targets)
         if alignment is not None:
             terms["loss_camera"] = alignment.loss(f, cameras[index].to(device))
         if active.ical and not refined:
@@ -125,8 +133,9 @@ def inter_epoch(
             terms["loss_ical"] = ical_loss(logits, q, negatives)
 
         def update_memory(f: torch.Tensor) -> None:
-            if alignment is not None:
-                alignment.step()  # after the backbone step's backward, as the engine runs it
+            for head in (person, alignment):
+                if head is not None:
+                    head.step()  # after the backbone step's backward, as the engine runs it
             gather = distributed.all_gather_cat
             prototypes.update(
                 gather(F.normalize(f.detach(), dim=1)), gather(targets), train.momentum
@@ -182,7 +191,29 @@ def camera_alignment(
         train.weight_decay,
         settings.clusters.alignment_loss,
         state.device,
-        saved=state.extra.get(CHECKPOINT_KEY),
+        saved=state.extra.get(CAMERA_HEAD_KEY),
+    )
+
+
+def person_classifier(
+    settings: Settings, state: TrainingState, n_labels: int
+) -> PersonClassifier | None:
+    """CLIP-ReID's person classifier for ``fgdi.id_loss`` > 0 (``train.labels: supervised``,
+    checked with the config): restored from the previous checkpoint, or new at the first
+    stage-3 epoch."""
+    weight = float(settings.fgdi.get("id_loss", 0.0))
+    if weight == 0:
+        return None
+    train = settings.train
+    return PersonClassifier.create(
+        state.module.feat_dim,
+        n_labels,
+        train.lr,
+        train.weight_decay,
+        train.label_smoothing,
+        state.device,
+        seed=train.seed,
+        saved=state.extra.get(PERSON_HEAD_KEY),
     )
 
 
@@ -220,6 +251,7 @@ def run_inter_epochs(
     if settings.train.image_cache:
         data.cache_images(settings.input.size)
     alignment = camera_alignment(settings, state, data, epochs)
+    person = None  # its size is the first epoch's label count
     startup = time.perf_counter() - start
     results = []
     for epoch, out_dir in zip(epochs, out_dirs, strict=True):
@@ -246,10 +278,13 @@ def run_inter_epochs(
             association.write(out_dir, data.train)
         tick = time.perf_counter()
         loss_log = LossLog()
-        inter_epoch(state, data, association, features, epoch, loss_log, alignment)
+        if person is None:
+            person = person_classifier(settings, state, association.n_labels)
+        inter_epoch(state, data, association, features, epoch, loss_log, alignment, person)
         state.epoch = epoch
         timings["training_s"] = time.perf_counter() - tick
-        extra = {} if alignment is None else {CHECKPOINT_KEY: alignment.state_dict()}
+        heads = {CAMERA_HEAD_KEY: alignment, PERSON_HEAD_KEY: person}
+        extra = {key: head.state_dict() for key, head in heads.items() if head is not None}
         state.save(out_dir / "checkpoint.pt", **extra)
         loss_log.write(out_dir / "log.parquet")
         n_clusters = association.n_labels

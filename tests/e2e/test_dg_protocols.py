@@ -99,6 +99,14 @@ def test_small_targets_are_scored_on_their_ten_splits(protocol1) -> None:
         assert metrics["mAP"] == pytest.approx(sum(s["mAP"] for s in splits) / 10)
 
 
+def test_the_fgdi_row_trains_with_the_id_and_triplet_losses(protocol1) -> None:
+    """The protocol's CLIP-FGDI row adds CLIP-ReID's ID loss and triplet to stage 3."""
+    _, results = protocol1
+    log = pd.read_parquet(results / "ablation" / "fgdi-s0" / "inter" / "epoch_003" / "log.parquet")
+    for term in ("loss_id", "loss_triplet", "loss_apn"):
+        assert log[term].notna().all(), term
+
+
 def test_sources_train_on_all_their_images_and_no_target_image(protocol1) -> None:
     work, results = protocol1
     train = pd.read_parquet(results / "ics" / "train.parquet")

@@ -103,7 +103,13 @@ FGDI_PROMPT_KEYS = tuple(
     f"fgdi.{key}"
     for key in ("domain_prompts", "omega", "grl_lambda", "classifier_lr", "domain_epochs")
 )
-FGDI_STAGE3_KEYS = ("fgdi.domain_prompts", "fgdi.beta", "fgdi.apn_sign", "fgdi.triplet")
+FGDI_STAGE3_KEYS = (
+    "fgdi.domain_prompts",
+    "fgdi.beta",
+    "fgdi.apn_sign",
+    "fgdi.triplet",
+    "fgdi.id_loss",
+)
 if IS_DG:
     PROMPT_KEYS = (*PROMPT_KEYS, *FGDI_PROMPT_KEYS)
 INTRA_KEYS = (
