@@ -161,18 +161,20 @@ def test_camera_centering_setting_reaches_the_association(
     np.testing.assert_array_equal(centred.gid_labels, expected)
 
 
+@pytest.mark.parametrize("alignment_epochs", [1, 2])
 def test_refined_clusters_with_camera_alignment_resume_exactly(
-    tiny_dataset: dict, intra_run: dict, tmp_path: Path
+    tiny_dataset: dict, intra_run: dict, tmp_path: Path, alignment_epochs: int
 ) -> None:
-    """CALR's stage B (train.labels: refined) with the camera classifier in its first epoch:
-    epochs 3-4 in one job equal epoch 3, then epoch 4 resumed from its checkpoint."""
+    """CALR's stage B (train.labels: refined) with the camera classifier in its first epoch
+    or both: epochs 3-4 in one job equal epoch 3, then epoch 4 resumed from its checkpoint
+    (with 2, the resumed job rebuilds the classifier from the checkpoint)."""
     from ccafl.inference.checkpoints import load_checkpoint
     from ccafl.training.alignment import CHECKPOINT_KEY
 
     config = tiny_config(
         tiny_dataset["root"],
         train={"epochs": 4, "labels": "refined", "losses": {"ical": False}},
-        clusters={"alignment_epochs": 1, "weights_after": 1},
+        clusters={"alignment_epochs": alignment_epochs, "weights_after": 1},
     )
     settings = Settings.from_config(config)
     data, start, clip = intra_run["data"], intra_run["checkpoint"], tiny_dataset["clip"]
@@ -188,7 +190,7 @@ def test_refined_clusters_with_camera_alignment_resume_exactly(
     first = pd.read_parquet(block[0] / "log.parquet")
     second = pd.read_parquet(block[1] / "log.parquet")
     assert "loss_camera" in first.columns and first["loss_camera"].notna().all()
-    assert "loss_camera" not in second.columns  # alignment_epochs: 1
+    assert ("loss_camera" in second.columns) == (alignment_epochs == 2)
     assert "loss_ical" not in first.columns  # no gid-level labels for L_ICAL
     labels = pd.read_parquet(block[0] / "labels.parquet")
     assert len(labels) == len(data.train)  # one row per image

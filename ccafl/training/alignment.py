@@ -29,7 +29,10 @@ class CameraAlignment(SteppedHead):
     @classmethod
     def create(cls, feat_dim: int, n_cameras: int, lr: float, weight_decay: float, form: str,
                device: torch.device, saved: dict | None = None) -> CameraAlignment:  # fmt: skip
-        head = CameraDiscriminator(feat_dim, n_cameras).to(device)
+        # A job that rebuilds the head to restore it must leave the training's random state
+        # as the checkpoint restored it (its draws would shift every later augmentation).
+        with torch.random.fork_rng(devices=[], enabled=saved is not None):
+            head = CameraDiscriminator(feat_dim, n_cameras).to(device)
         return cls(head, cls.adam(head, lr, weight_decay, saved), form)
 
     def loss(self, f: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
