@@ -482,3 +482,43 @@ def test_camera_centering_is_the_default_and_the_paper_rule_stays_available() ->
 
     assert validate({})["train"]["camera_centering"] is True
     assert validate({"train": {"camera_centering": False}})["train"]["camera_centering"] is False
+
+
+def test_pooled_domains_are_associated_apart() -> None:
+    """DG sources share no person: with ``domains`` no edge joins two of them, and each
+    domain's clusters and edges are those of associating it alone."""
+    import torch
+
+    from ccafl.association.pseudo_labels import associate_identities
+
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((3, 16))
+    # Domain 0 = cameras 0, 1; domain 1 = cameras 2, 3; both show the same three faces, so
+    # without the domains their gids link across.
+    centroids = np.tile(people, (4, 1)) + 0.05 * rng.standard_normal((12, 16))
+    cameras = np.repeat([0, 1, 2, 3], 3)
+    domains = cameras // 2
+    gids = np.arange(12)
+    features = torch.as_tensor(centroids, dtype=torch.float32)
+    pooled = associate_identities(features, gids, cameras, 12, 1.5)
+    assert (pooled.edges["src_camera"] // 2 != pooled.edges["dst_camera"] // 2).any()
+    apart = associate_identities(features, gids, cameras, 12, 1.5, domains=domains)
+    edges = apart.edges
+    assert list(edges.columns) == list(EDGE_COLUMNS) and len(edges) > 0
+    assert (edges["src_camera"] // 2 == edges["dst_camera"] // 2).all()
+    assert list(zip(edges["src_gid"], edges["dst_gid"], strict=True)) == sorted(
+        zip(edges["src_gid"], edges["dst_gid"], strict=True)
+    )
+    for domain in (0, 1):
+        members = np.flatnonzero(domains == domain)
+        alone, alone_edges = associate(centroids[members], cameras[members], 1.5)
+        labels = apart.gid_labels[members]
+        same_partition = len(set(zip(labels, alone, strict=True))) == len(set(alone))
+        assert same_partition and len(set(labels)) == len(set(alone))
+        mine = edges[edges["src_camera"] // 2 == domain]
+        assert np.array_equal(mine["src_gid"].to_numpy(), members[alone_edges["src_gid"]])
+        assert np.array_equal(mine["dst_gid"].to_numpy(), members[alone_edges["dst_gid"]])
+    # Contiguous and numbered by each cluster's smallest gid, as associate numbers them.
+    _, first = np.unique(apart.gid_labels, return_index=True)
+    assert np.array_equal(apart.gid_labels[np.sort(first)], np.arange(apart.n_labels))
+    assert not set(apart.gid_labels[domains == 0]) & set(apart.gid_labels[domains == 1])

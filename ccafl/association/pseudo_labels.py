@@ -65,21 +65,62 @@ def associate_identities(
     *,
     camera_centering: bool = False,
     search: str = "exact",
+    domains: np.ndarray | None = None,
 ) -> Association:
     """Eq. 12 on the gid centroids of the current features (``gids``, ``cameras``: per image).
 
     ``camera_centering``: associate the camera-centred centroids (:func:`center_per_camera`)
     instead of the raw ones; False is the paper's association. ``search``: the nearest-neighbour
-    search of :func:`associate` (exact, approximate or auto).
+    search of :func:`associate` (exact, approximate or auto). ``domains`` (per image, the DG
+    mode's source datasets): associate within each domain only, because pooled datasets share
+    no person, so an edge between two of them is always a false merge.
     """
     centroids = class_mean_features(features, torch.as_tensor(gids), n_gids).numpy()
     camera_of_gid = np.zeros(n_gids, dtype=np.int64)
     camera_of_gid[gids] = cameras
     if camera_centering:
         centroids = center_per_camera(centroids, camera_of_gid)
-    gid_labels, edges = associate(centroids, camera_of_gid, threshold, search=search)
+    if domains is None or len(np.unique(domains)) < 2:
+        gid_labels, edges = associate(centroids, camera_of_gid, threshold, search=search)
+    else:
+        domain_of_gid = np.zeros(n_gids, dtype=np.int64)
+        domain_of_gid[gids] = domains
+        gid_labels, edges = associate_within_groups(
+            centroids, camera_of_gid, domain_of_gid, threshold, search=search
+        )
     gid_labels = np.asarray(gid_labels)
     return Association(gid_labels, edges, gid_labels[gids])
+
+
+def associate_within_groups(
+    centroids: np.ndarray,
+    cameras: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    *,
+    search: str = "exact",
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """:func:`associate` run on each group of gids alone (``groups``: per gid), as one result:
+    labels contiguous and numbered by the smallest gid of each cluster, the groups' edges in
+    gid order. No edge joins two groups."""
+    n_gids = len(cameras)
+    labels = np.empty(n_gids, dtype=np.int64)
+    tables, offset = [], 0
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        local, edges = associate(centroids[members], cameras[members], threshold, search=search)
+        labels[members] = np.asarray(local) + offset
+        offset += int(np.max(local)) + 1
+        edges = edges.copy()
+        edges["src_gid"] = members[edges["src_gid"].to_numpy()]
+        edges["dst_gid"] = members[edges["dst_gid"].to_numpy()]
+        tables.append(edges)
+    smallest = np.full(offset, n_gids, dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(n_gids))
+    rank = np.empty(offset, dtype=np.int64)
+    rank[np.argsort(smallest, kind="stable")] = np.arange(offset)
+    edges = pd.concat(tables, ignore_index=True).sort_values(["src_gid", "dst_gid"])
+    return rank[labels], edges.reset_index(drop=True)
 
 
 @dataclass

@@ -269,6 +269,7 @@ def run_inter_epochs(
                 settings.train.threshold,
                 camera_centering=settings.train.camera_centering,
                 search=settings.train.association_search,
+                domains=data.train["domain"].to_numpy() if "domain" in data.train else None,
             )
         else:
             association = given_association(given_labels, data.gids, data.n_gids)
