@@ -419,3 +419,23 @@ def test_leave_one_out_over_the_real_protocol_keeps_cuhk_sysu_a_source() -> None
     assert runs["dg-protocol3-market1501"]["dg"]["sources"] == ["msmt17", "cuhk03", "cuhksysu"]
     with pytest.raises(SystemExit, match="training only"):
         script.held_out_runs(config, ["cuhksysu"])
+
+
+def test_the_extra_dg_rows_overlay_checks_and_sets_what_its_rows_say() -> None:
+    """config/dg-extra-rows.yaml (the documented "More rows") laid over the synthetic
+    protocol: every run's config passes the cross-field checks (fgdi.id_loss only on true ids)
+    and the CLIP-FGDI-test rows evaluate before the necks by squared Euclidean."""
+    from ccafl.ablation import run_config
+    from ccafl.checks import check_config, run_configs
+    from ccafl.config import deep_merge
+
+    config = deep_merge(
+        yaml.safe_load((REPO / "config" / "dg-synthetic.yaml").read_text()),
+        yaml.safe_load((REPO / "config" / "dg-extra-rows.yaml").read_text()),
+    )
+    config = check_config(config)
+    assert len(run_configs(config)) == 1 + 2 * 9  # main run, 9 variants at 2 seeds
+    test_row = run_config(config, "ablation/fgdi-fgditest-s0/")
+    assert (test_row["eval"]["neck"], test_row["eval"]["distance"]) == ("before", "euclidean")
+    id_row = run_config(config, "ablation/supervised-id-s1/")
+    assert id_row["fgdi"]["id_loss"] == 1.0 and id_row["train"]["labels"] == "supervised"
