@@ -143,9 +143,10 @@ def test_camera_centering_setting_reaches_the_association(
                 [3],
                 [tmp_path / "epoch_003"],
             )
+    # No domain column outside the DG mode: one association over all gids.
     assert calls == [
-        {"camera_centering": False, "search": "auto"},
-        {"camera_centering": True, "search": "approximate"},
+        {"camera_centering": False, "search": "auto", "domains": None},
+        {"camera_centering": True, "search": "approximate", "domains": None},
     ]
 
     # What the flag does: Eq. 12 on center_per_camera of the gid centroids.
