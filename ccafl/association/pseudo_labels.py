@@ -117,10 +117,9 @@ def associate_within_groups(
         tables.append(edges)
     smallest = np.full(offset, n_gids, dtype=np.int64)
     np.minimum.at(smallest, labels, np.arange(n_gids))
-    rank = np.empty(offset, dtype=np.int64)
-    rank[np.argsort(smallest, kind="stable")] = np.arange(offset)
+    labels = np.unique(smallest[labels], return_inverse=True)[1].astype(np.int64).ravel()
     edges = pd.concat(tables, ignore_index=True).sort_values(["src_gid", "dst_gid"])
-    return rank[labels], edges.reset_index(drop=True)
+    return labels, edges.reset_index(drop=True)
 
 
 @dataclass

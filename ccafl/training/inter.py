@@ -99,7 +99,6 @@ def inter_epoch(
     label_text = None if label_text is None else label_text.to(device)
     guide = state.settings.fgdi if data.domain_text is not None else None
     triplet = float(state.settings.fgdi.get("triplet", 0.0))  # DG mode only (CLIP-ReID's)
-    id_weight = float(state.settings.fgdi.get("id_loss", 0.0))
 
     def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
         targets = image_labels[index].to(device)
@@ -124,7 +123,7 @@ def inter_epoch(
         if triplet > 0:
             terms["loss_triplet"] = triplet * batch_hard_triplet_loss(f, targets)
         if person is not None:
-            terms["loss_id"] = id_weight * person.loss(f, targets)
+            terms["loss_id"] = person.loss(f, targets)
         if alignment is not None:
             terms["loss_camera"] = alignment.loss(f, cameras[index].to(device))
         if active.ical and not refined:
@@ -210,6 +209,7 @@ def person_classifier(
         n_labels,
         train.lr,
         train.weight_decay,
+        weight,
         train.label_smoothing,
         state.device,
         seed=train.seed,

@@ -25,10 +25,11 @@ CHECKPOINT_KEY = "person_classifier"
 
 @dataclass
 class PersonClassifier(SteppedHead):
+    weight: float  # fgdi.id_loss
     label_smoothing: float
 
     @classmethod
-    def create(cls, feat_dim: int, n_labels: int, lr: float, weight_decay: float,
+    def create(cls, feat_dim: int, n_labels: int, lr: float, weight_decay: float, weight: float,
                label_smoothing: float, device: torch.device, seed: int = 0,
                saved: dict | None = None) -> PersonClassifier:  # fmt: skip
         # Drawn from its own generator: the training's random state is the checkpoint's, so a
@@ -42,9 +43,9 @@ class PersonClassifier(SteppedHead):
                 f"the checkpoint's person classifier has {saved['head']['weight'].shape[0]} "
                 f"labels, this epoch has {n_labels}"
             )
-        return cls(head, cls.adam(head, lr, weight_decay, saved), label_smoothing)
+        return cls(head, cls.adam(head, lr, weight_decay, saved), weight, label_smoothing)
 
     def loss(self, f: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The ID loss of a batch; clears the head's old gradients first."""
+        """The weighted ID loss of a batch; clears the head's old gradients first."""
         self.begin()
-        return person_id_loss(self.head(f), labels, self.label_smoothing)
+        return self.weight * person_id_loss(self.head(f), labels, self.label_smoothing)
