@@ -130,6 +130,7 @@ def config_problems(config: dict, given: dict | None = None) -> list[str]:
             f"their classes from epoch to epoch (train.labels: {train['labels']} renumbers them "
             "every epoch); set fgdi.id_loss: 0 for this run"
         )
+    problems += prior_problems(config, checked)
     if checked("clip.model") and is_image_only(clip["model"]):
         problems += image_only_problems(config, checked)
     if checked("dataset.format", "synthetic") and dataset["format"] == "synthetic":
@@ -472,6 +473,38 @@ def recovery_hint(path: str | Path) -> str:
         f"delete {path.parent}/ and rerun snakemake to recompute it and what follows "
         "(after a killed run, `snakemake --unlock` first)"
     )
+
+
+def prior_problems(config: dict, checked) -> list[str]:
+    """CLIP-FGDI's prior stage (fgdi.prior_epochs): a DG-mode stage on the true person ids
+    that trains at least one of its two losses."""
+    fgdi = config.get("fgdi", {})
+    epochs = fgdi.get("prior_epochs", 0)
+    if not checked("fgdi.prior_epochs") or epochs == 0:
+        return []
+    problems = []
+    if checked("dataset.format") and config["dataset"]["format"] != "pooled":
+        problems.append(
+            f"fgdi.prior_epochs ({epochs}) is a stage of the DG mode (dataset.format: pooled, "
+            "docs/domain-generalisation.md); set fgdi.prior_epochs: 0"
+        )
+    if checked("train.labels") and config["train"]["labels"] != "supervised":
+        problems.append(
+            f"fgdi.prior_epochs ({epochs}) trains on the true person ids: it needs "
+            f"train.labels: supervised (got {config['train']['labels']}); set "
+            "fgdi.prior_epochs: 0 for this run"
+        )
+    if checked("fgdi.id_loss", "fgdi.triplet") and fgdi["id_loss"] == 0 and fgdi["triplet"] == 0:
+        problems.append(
+            f"fgdi.prior_epochs ({epochs}) trains fgdi.id_loss x L_id + fgdi.triplet x L_tri, "
+            "and both weights are 0: set one of them (CLIP-FGDI: 1.0 each)"
+        )
+    if checked("clip.model") and is_image_only(config["clip"]["model"]):
+        problems.append(
+            f"fgdi.prior_epochs ({epochs}) writes a CLIP for the prompt stage, and "
+            f"clip.model: {config['clip']['model']} has no text tower; set fgdi.prior_epochs: 0"
+        )
+    return problems
 
 
 def checked_checkpoint(path: str) -> str:

@@ -37,6 +37,7 @@ COMMANDS = {
     "fetch-weights": "ccafl.data_cli:fetch_weights",
     "clip-pretrain": "ccafl.stages:clip_pretrain",
     "clip-import": "ccafl.stages:clip_import",
+    "prior": "ccafl.stages:prior",
     "prompt": "ccafl.stages:prompt",
     "local-clusters": "ccafl.stages:local_clusters",
     "cluster-quality": "ccafl.stages:cluster_quality",

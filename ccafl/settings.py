@@ -222,6 +222,7 @@ class FgdiSection(Section):
     apn_sign: str = _absent()
     triplet: float = _absent()
     id_loss: float = _absent()
+    prior_epochs: int = _absent()
 
     @property
     def on(self) -> bool:

@@ -145,6 +145,35 @@ def cluster_quality(args: argparse.Namespace, settings: Settings) -> None:
                  quality["bcubed_f_score"], quality["expansion"])  # fmt: skip
 
 
+def _prior_args(p: argparse.ArgumentParser) -> None:
+    _paths("ics_dir", "clip", "out_dir")(p)
+    p.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="the true person label of each gid (gid, cluster): the supervised_labels rule's table",
+    )
+
+
+@command(
+    "DG mode: CLIP-FGDI's prior stage, the image encoder trained with ID + triplet on the "
+    "sources' person ids before the prompts (fgdi.prior_epochs)",
+    _prior_args,
+)
+def prior(args: argparse.Namespace, settings: Settings) -> None:
+    from ccafl import distributed
+    from ccafl.association.pseudo_labels import read_given_labels
+    from ccafl.training.prior import run_prior
+    from ccafl.training.state import TrainingData
+
+    distributed.init_from_env()
+    data = TrainingData.load(settings.dataset.root, args.ics_dir, None)
+    labels = read_given_labels(args.labels, data.n_gids)
+    metrics = run_prior(settings, data, labels, args.clip, args.out_dir)
+    log.info("prior stage: %s", metrics)
+    distributed.shutdown()
+
+
 @command(
     "stage 2: intra-camera learning, epochs 1..E_intra (Eq. 4-11, 17)",
     _paths("ics_dir", "prompt_dir", "clip", "out_dir"),

@@ -320,9 +320,9 @@ sys.addaudithook(_audit_target)  # acts only while a test arms it
 
 
 def test_no_training_stage_reads_a_target_domain(rendered, tmp_path: Path) -> None:
-    """Pooling, stage 1 with CLIP-FGDI's domain prompts, stage 2 and a stage-3 epoch with the
-    guiding loss run while every open of a file of the target's folder is refused; a first
-    read proves the guard catches one."""
+    """Pooling, CLIP-FGDI's prior stage, stage 1 with its domain prompts, stage 2 and a
+    stage-3 epoch with the guiding loss run while every open of a file of the target's folder
+    is refused; a first read proves the guard catches one."""
     import torch
 
     from ccafl.association.pseudo_labels import read_given_labels
@@ -330,6 +330,7 @@ def test_no_training_stage_reads_a_target_domain(rendered, tmp_path: Path) -> No
     from ccafl.settings import Settings
     from ccafl.training.inter import run_inter_epochs
     from ccafl.training.intra import run_intra
+    from ccafl.training.prior import run_prior
     from ccafl.training.prompt import run_prompt
     from ccafl.training.state import TrainingData
 
@@ -340,7 +341,7 @@ def test_no_training_stage_reads_a_target_domain(rendered, tmp_path: Path) -> No
         prompt={"epochs": 1, "batch_size": 8},
         train={"epochs": 2, "intra_epochs": 1, "adv_start": 2, "warmup_epochs": 1, "P": 2,
                "K": 2, "iters_per_epoch": 1, "num_workers": 0, "labels": "supervised"},
-        fgdi={"domain_prompts": True, "domain_epochs": 1},
+        fgdi={"domain_prompts": True, "domain_epochs": 1, "prior_epochs": 1, "id_loss": 1.0},
         clip={"pretrained": None},
         input={"height": 64, "width": 32},
     )  # fmt: skip
@@ -356,12 +357,15 @@ def test_no_training_stage_reads_a_target_domain(rendered, tmp_path: Path) -> No
               str(ics / "train_truth.parquet"), "--out", str(tmp_path / "labels.parquet")])  # fmt: skip
         _GUARDED["root"] = str((root / "t").resolve())
         torch.manual_seed(0)
-        run_prompt(settings, root, ics, None, tmp_path / "p",
+        images = TrainingData.load(root, ics, None)
+        given = read_given_labels(tmp_path / "labels.parquet", images.n_gids)
+        run_prior(settings, images, given, None, tmp_path / "prior")
+        prior_clip = tmp_path / "prior" / "clip.pt"
+        run_prompt(settings, root, ics, prior_clip, tmp_path / "p",
                    domain_text_out=tmp_path / "p" / "domain_text_features.parquet")  # fmt: skip
         data = TrainingData.load(root, ics, tmp_path / "p")
         data = data.with_domain_text(tmp_path / "p" / "domain_text_features.parquet")
-        run_intra(settings, data, None, tmp_path / "intra")
-        given = read_given_labels(tmp_path / "labels.parquet", data.n_gids)
+        run_intra(settings, data, prior_clip, tmp_path / "intra")
         run_inter_epochs(settings, data, tmp_path / "intra" / "checkpoint.pt", None, [2],
                          [tmp_path / "e2"], given_labels=given)  # fmt: skip
     except TargetRead as leak:
@@ -434,8 +438,79 @@ def test_the_extra_dg_rows_overlay_checks_and_sets_what_its_rows_say() -> None:
         yaml.safe_load((REPO / "config" / "dg-extra-rows.yaml").read_text()),
     )
     config = check_config(config)
-    assert len(run_configs(config)) == 1 + 2 * 9  # main run, 9 variants at 2 seeds
+    assert len(run_configs(config)) == 1 + 2 * 11  # main run, 11 variants at 2 seeds
     test_row = run_config(config, "ablation/fgdi-fgditest-s0/")
     assert (test_row["eval"]["neck"], test_row["eval"]["distance"]) == ("before", "euclidean")
     id_row = run_config(config, "ablation/supervised-id-s1/")
     assert id_row["fgdi"]["id_loss"] == 1.0 and id_row["train"]["labels"] == "supervised"
+    prior_row = run_config(config, "ablation/fgdi-prior-s0/")
+    assert prior_row["fgdi"]["prior_epochs"] == 3 and prior_row["fgdi"]["domain_prompts"]
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        (
+            {"train": {"labels": "association"}},
+            "fgdi.prior_epochs (2) trains on the true person ids",
+        ),
+        ({"fgdi": {"id_loss": 0.0, "triplet": 0.0}}, "both weights are 0"),
+        ({"dataset": {"format": "synthetic"}}, "is a stage of the DG mode"),
+    ],
+)
+def test_a_prior_stage_that_cannot_run_is_one_line(sections: dict, expected: str) -> None:
+    base = {"train": {"labels": "supervised"}, "fgdi": {"prior_epochs": 2, "id_loss": 1.0}}
+    config = validate(deep_merge(deep_merge(dg_config(Path("/nowhere")), base), sections))
+    found = [p for p in config_problems(config) if "prior_epochs" in p]
+    assert len(found) == 1 and expected in found[0] and "\n" not in found[0]
+    assert not [p for p in config_problems(validate(deep_merge(dg_config(Path("/x")), base)))
+                if "prior_epochs" in p]  # fmt: skip
+
+
+def test_the_prior_stage_trains_the_image_tower_and_keeps_the_text_tower(rendered, tmp_path):
+    """Its CLIP: the input's text tower bit for bit, an image tower that the ID and triplet
+    losses moved, at the ReID geometry (stage 1 loads it as it is); the prompt stage started
+    from it sees other image features than from the pretrained CLIP."""
+    import torch
+
+    from ccafl.association.pseudo_labels import read_given_labels
+    from ccafl.cli import main
+    from ccafl.models.backbone import create_clip
+    from ccafl.models.factory import build_clip
+    from ccafl.settings import Settings
+    from ccafl.training.prior import run_prior
+    from ccafl.training.state import TrainingData
+
+    root, domains = rendered["root"], rendered["domains"]
+    ics = tmp_path / "ics"
+    pool_sources([domains["a"], domains["b"]], root, ics, verify="header")
+    main(["supervised-labels", "--train", str(ics / "train.parquet"), "--truth",
+          str(ics / "train_truth.parquet"), "--out", str(tmp_path / "labels.parquet")])  # fmt: skip
+    torch.manual_seed(0)
+    pretrained = tmp_path / "pretrained.pt"
+    torch.save({"model": create_clip("ccafl-tiny-rn").state_dict()}, pretrained)
+    config = dg_config(
+        root,
+        clip={"pretrained": str(pretrained)},
+        input={"height": 64, "width": 32},
+        train={"P": 2, "K": 2, "iters_per_epoch": 2, "num_workers": 0, "labels": "supervised",
+               "epochs": 3, "intra_epochs": 1, "warmup_epochs": 1},
+        fgdi={"prior_epochs": 2, "id_loss": 1.0, "triplet": 1.0},
+    )  # fmt: skip
+    settings = Settings.from_config(config)
+    data = TrainingData.load(root, ics, None)
+    labels = read_given_labels(tmp_path / "labels.parquet", data.n_gids)
+    metrics = run_prior(settings, data, labels, pretrained, tmp_path / "prior")
+    log = pd.read_parquet(tmp_path / "prior" / "log.parquet")
+    assert {"loss_id", "loss_triplet"} <= set(log.columns)
+    assert sorted(set(log["epoch"])) == [1, 2] and len(log) == 4
+    assert metrics["n_labels"] == int(labels.max()) + 1
+
+    before = build_clip(settings.clip, settings.input.size, pretrained).state_dict()
+    saved = torch.load(tmp_path / "prior" / "clip.pt", weights_only=False)["model"]
+    after = build_clip(settings.clip, settings.input.size, tmp_path / "prior" / "clip.pt")
+    assert all(torch.equal(after.state_dict()[k], v) for k, v in saved.items())
+    text = [k for k in saved if not k.startswith("visual.")]
+    assert text and all(torch.equal(saved[k], before[k]) for k in text)
+    moved = [k for k in saved if k.startswith("visual.") and not torch.equal(saved[k], before[k])]
+    assert any("layer" in k or "conv" in k for k in moved)

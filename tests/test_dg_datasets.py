@@ -309,6 +309,17 @@ def test_protocol_configs_plan_every_target_with_vit_b16(tmp_path: Path, configs
         assert re.search(rf"dg-target .*--target {target} ", out), out[-3000:]
         for variant in ("order7", "supervised", "fgdi", "fgdi-code"):
             assert f"ablation/{variant}-s0/eval/targets/{target}/metrics.json" in out
+    # CLIP-FGDI's prior stage and the prompts learnt on it: one per seed, shared by its two
+    # guiding-loss signs.
+    priors = re.findall(r" prior --set .* --out-dir (\S+)", out)
+    assert priors and all(re.search(r"/ablation/fgdi-s\d+/prior$", p) for p in priors), priors
+    prompts = re.findall(r" prompt --set .* --out-dir (\S+)", out)
+    assert not [p for p in prompts if "fgdi-code" in p], prompts
+    for line in out.splitlines():
+        if " intra --set " in line and "/fgdi" in line:
+            assert re.search(r"--clip \S+/ablation/fgdi-s\d+/prior/clip.pt", line), line
+        elif " intra --set " in line:
+            assert "prior/clip.pt" not in line
     ics = next(line for line in out.splitlines() if " ics --set " in line)
     assert '"model": "ViT-B-16"' in out and '"height": 224, "width": 224' in out
     combined = '"combine_all": true' in ics

@@ -32,11 +32,13 @@ def resolve_pretrained(clip: ClipSection, clip_path: str | Path | None) -> str |
 
     ``clip_path`` is the checkpoint a pipeline rule wrote: ``clip_pretrain`` for
     ``clip.pretrained: captions``, ``clip_import`` for a tag or a local file (the one place
-    that reads the user's weights). Without it a tag or file is read directly (running a stage
-    by hand); ``captions`` has no direct source.
+    that reads the user's weights), ``prior`` for a run with CLIP-FGDI's prior stage (read
+    whatever ``clip.pretrained`` says, null included: the prior may have started from random).
+    Without it a tag or file is read directly (running a stage by hand); ``captions`` has no
+    direct source.
     """
     source = clip.pretrained
-    if clip_path is not None and source is not None:
+    if clip_path is not None:  # also over null: a prior stage's CLIP trained from random
         return str(clip_path)
     if source == "captions":
         raise ConfigError(

@@ -58,7 +58,7 @@ CONFIG = {
             "supervised": {"train": {"labels": "supervised"}},
             "fgdi": {
                 "train": {"labels": "supervised"},
-                "fgdi": {"domain_prompts": True, "triplet": 1.0},
+                "fgdi": {"domain_prompts": True, "triplet": 1.0, "prior_epochs": 1},
             },
         },
         "sweeps": {},
@@ -120,6 +120,18 @@ def test_targets_are_only_evaluated_and_sources_are_pooled(dg_work: Path) -> Non
     assert pd.read_parquet(epoch)[["loss_apn", "loss_triplet"]].notna().all().all()
     baseline = results / "ablation" / "supervised-s0" / "inter" / "epoch_003" / "log.parquet"
     assert not {"loss_apn", "loss_triplet"} & set(pd.read_parquet(baseline).columns)
+
+
+def test_the_fgdi_row_starts_its_prompts_and_stage_2_from_its_prior(dg_work: Path) -> None:
+    results, logs = dg_work / "results" / "dg", dg_work / "logs" / "dg"
+    prior = results / "ablation" / "fgdi-s0" / "prior"
+    assert pd.read_parquet(prior / "log.parquet")["loss_triplet"].notna().all()
+    for stage in ("prompt", "intra"):
+        assert (
+            "fgdi-s0/prior/clip.pt" in (logs / "ablation" / "fgdi-s0" / f"{stage}.log").read_text()
+        )
+    assert not (results / "ablation" / "supervised-s0" / "prior").exists()
+    assert "prior/clip.pt" not in (logs / "ablation" / "supervised-s0" / "intra.log").read_text()
 
 
 def test_second_dg_run_does_nothing(dg_work: Path) -> None:

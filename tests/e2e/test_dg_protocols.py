@@ -100,8 +100,12 @@ def test_small_targets_are_scored_on_their_ten_splits(protocol1) -> None:
 
 
 def test_the_fgdi_row_trains_with_the_id_and_triplet_losses(protocol1) -> None:
-    """The protocol's CLIP-FGDI row adds CLIP-ReID's ID loss and triplet to stage 3."""
+    """The protocol's CLIP-FGDI row adds CLIP-ReID's ID loss and triplet to stage 3, and runs
+    CLIP-FGDI's prior stage (3 epochs of the two) before the prompts."""
     _, results = protocol1
+    prior = pd.read_parquet(results / "ablation" / "fgdi-s0" / "prior" / "log.parquet")
+    assert sorted(set(prior["epoch"])) == [1, 2, 3]
+    assert prior[["loss_id", "loss_triplet"]].notna().all().all()
     log = pd.read_parquet(results / "ablation" / "fgdi-s0" / "inter" / "epoch_003" / "log.parquet")
     for term in ("loss_id", "loss_triplet", "loss_apn"):
         assert log[term].notna().all(), term

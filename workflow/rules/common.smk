@@ -112,6 +112,18 @@ FGDI_STAGE3_KEYS = (
 )
 if IS_DG:
     PROMPT_KEYS = (*PROMPT_KEYS, *FGDI_PROMPT_KEYS)
+# CLIP-FGDI's prior stage (DG mode): its losses' weights and the training keys its epochs use
+# (the learning rate of prior epoch e is the run's epoch e's: the schedule's keys).
+PRIOR_KEYS = (
+    "dataset.root",
+    "input",
+    "clip",
+    *(f"fgdi.{key}" for key in ("prior_epochs", "id_loss", "triplet")),
+    *(f"train.{key}" for key in ("P", "K", "lr", "weight_decay", "feature", "label_smoothing")),
+    *(f"train.{key}" for key in ("epochs", "warmup_epochs", "iters_per_epoch", "seed", "amp")),
+    *(f"train.{key}" for key in ("image_cache", "num_workers", "classifier_temperature")),
+    "train.classifier_lr",
+)
 INTRA_KEYS = (
     "dataset.root",
     "input",
@@ -384,9 +396,19 @@ def train_table(wildcards):
 def prompt_run(run):
     """Variants whose stage-1 config and training table equal the main run's reuse the main
     run's prompts; on the ICS table, one whose keys equal an earlier run's reuses that run's
-    (stage 1 reads no train.* key, so a variant's seeds share one prompt run)."""
+    (stage 1 reads no train.* key, so a variant's seeds share one prompt run). A run with a
+    prior stage learns its prompts on its prior's features: with the first run of the same prior
+    and stage-1 keys (the two guiding-loss signs of a seed share them)."""
+    if uses_prior(run):
+        own = (prior_run(run), keys_json(run_config(config, run), PROMPT_KEYS))
+        return next(
+            other
+            for other in all_runs()
+            if uses_prior(other)
+            and (prior_run(other), keys_json(run_config(config, other), PROMPT_KEYS)) == own
+        )
     same = keys_json(run_config(config, run), PROMPT_KEYS) == keys_json(config, PROMPT_KEYS)
-    if same and uses_clusters(run) == uses_clusters():
+    if same and uses_clusters(run) == uses_clusters() and not uses_prior():
         return ""
     if uses_clusters(run):  # each run clusters its own table
         return run
@@ -402,6 +424,7 @@ def _first_prompt_run(keys, run):
             other
             for other in all_runs()
             if not uses_clusters(other)
+            and not uses_prior(other)
             and keys_json(run_config(config, other), PROMPT_KEYS) == keys
         )
     return _PROMPT_RUNS[keys]
@@ -427,8 +450,33 @@ def text_features(wildcards):
     return f"{prompt_dir(wildcards)}/text_features.parquet"
 
 
+def uses_prior(run=""):
+    """CLIP-FGDI's prior stage (DG mode, fgdi.prior_epochs > 0)."""
+    return IS_DG and run_config(config, run)["fgdi"]["prior_epochs"] > 0
+
+
+def prior_run(run):
+    """The run whose prior stage ``run`` uses: the first with the same prior keys (e.g. the
+    two guiding-loss signs of one seed share one prior)."""
+    keys = keys_json(run_config(config, run), PRIOR_KEYS)
+    return next(
+        other
+        for other in all_runs()
+        if uses_prior(other) and keys_json(run_config(config, other), PRIOR_KEYS) == keys
+    )
+
+
+def stage_clip_input(wildcards):
+    """The CLIP stages 1 and 2 of a run start from: its prior stage's, or the pretrained one."""
+    if uses_prior(wildcards.run):
+        prior = f"{RESULTS}/{prior_run(wildcards.run)}prior/clip.pt"
+        return {"clip": checked_checkpoint(prior)}
+    return clip_input(wildcards)
+
+
 def clip_input(wildcards):
-    """The pipeline's copy of the pretrained CLIP that stages 1 and 2 start from."""
+    """The pipeline's copy of the pretrained CLIP (stage A, the prior stage and the reference
+    rows start from it; stages 1 and 2 too, unless the run has a prior stage)."""
     run = getattr(wildcards, "run", "")
     if uses_caption_clip(run):
         return {"clip": checked_checkpoint(f"{RESULTS}/clip/pretrained.pt")}

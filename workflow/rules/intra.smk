@@ -3,7 +3,7 @@
 
 rule intra:
     input:
-        unpack(clip_input),
+        unpack(stage_clip_input),
         train=train_table,
         text=text_features,
     output:

@@ -3,7 +3,7 @@
 
 rule prompt:
     input:
-        unpack(clip_input),
+        unpack(stage_clip_input),
         train=train_table,
     output:
         **prompt_outputs(),
