@@ -26,7 +26,6 @@ from ccafl.association.pseudo_labels import (
 )
 from ccafl.errors import UserError
 from ccafl.losses import (
-    batch_hard_triplet_loss,
     guiding_loss,
     ical_loss,
     ical_targets,
@@ -41,7 +40,7 @@ from ccafl.training.alignment import CameraAlignment
 from ccafl.training.common import LossLog
 from ccafl.training.loop import BatchLosses, epoch_loader, train_epoch, train_features
 from ccafl.training.person_id import CHECKPOINT_KEY as PERSON_HEAD_KEY
-from ccafl.training.person_id import PersonClassifier
+from ccafl.training.person_id import PersonClassifier, person_terms
 from ccafl.training.schedule import active_losses
 from ccafl.training.state import TrainingData, TrainingState
 
@@ -120,10 +119,7 @@ def inter_epoch(
             terms["loss_apn"] = guide.beta * guiding_loss(
                 p, label_text[targets], relevant, guide.apn_sign
             )
-        if triplet > 0:
-            terms["loss_triplet"] = triplet * batch_hard_triplet_loss(f, targets)
-        if person is not None:
-            terms["loss_id"] = person.loss(f, targets)
+        terms.update(person_terms(f, targets, person, triplet))
         if alignment is not None:
             terms["loss_camera"] = alignment.loss(f, cameras[index].to(device))
         if active.ical and not refined:

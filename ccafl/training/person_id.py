@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ccafl.losses import person_id_loss
+from ccafl.losses import batch_hard_triplet_loss, person_id_loss
 from ccafl.training.heads import SteppedHead
 
 CHECKPOINT_KEY = "person_classifier"
@@ -49,3 +49,16 @@ class PersonClassifier(SteppedHead):
         """The weighted ID loss of a batch; clears the head's old gradients first."""
         self.begin()
         return self.weight * person_id_loss(self.head(f), labels, self.label_smoothing)
+
+
+def person_terms(
+    f: torch.Tensor, labels: torch.Tensor, person: PersonClassifier | None, triplet: float
+) -> dict[str, torch.Tensor]:
+    """CLIP-ReID's image-encoder terms of a batch (stage 3 and the prior stage): ``fgdi.triplet``
+    x the batch-hard triplet, and the head's weighted ID loss where there is a head."""
+    terms = {}
+    if triplet > 0:
+        terms["loss_triplet"] = triplet * batch_hard_triplet_loss(f, labels)
+    if person is not None:
+        terms["loss_id"] = person.loss(f, labels)
+    return terms

@@ -21,7 +21,6 @@ import torch
 
 from ccafl import distributed
 from ccafl.io import save_torch, write_json
-from ccafl.losses import batch_hard_triplet_loss
 from ccafl.models.backbone import uses_quick_gelu
 from ccafl.models.factory import build_clip
 from ccafl.seeding import seed_everything
@@ -29,7 +28,7 @@ from ccafl.settings import Settings
 from ccafl.training.common import LossLog
 from ccafl.training.intra import initial_features
 from ccafl.training.loop import BatchLosses, epoch_loader, iterations_per_epoch, train_epoch
-from ccafl.training.person_id import PersonClassifier
+from ccafl.training.person_id import PersonClassifier, person_terms
 from ccafl.training.state import TrainingData, TrainingState
 
 log = logging.getLogger(__name__)
@@ -40,12 +39,7 @@ def prior_batch_losses(person: PersonClassifier | None, triplet: float, image_la
     classifier step and no memory, the person head stepped after the backbone."""
 
     def batch_losses(f: torch.Tensor, p: torch.Tensor, index: torch.Tensor) -> BatchLosses:
-        targets = image_labels[index].to(f.device)
-        terms = {}
-        if person is not None:
-            terms["loss_id"] = person.loss(f, targets)
-        if triplet > 0:
-            terms["loss_triplet"] = triplet * batch_hard_triplet_loss(f, targets)
+        terms = person_terms(f, image_labels[index].to(f.device), person, triplet)
 
         def step_head(f: torch.Tensor) -> None:
             if person is not None:

@@ -459,11 +459,16 @@ def prior_run(run):
     """The run whose prior stage ``run`` uses: the first with the same prior keys (e.g. the
     two guiding-loss signs of one seed share one prior)."""
     keys = keys_json(run_config(config, run), PRIOR_KEYS)
-    return next(
-        other
-        for other in all_runs()
-        if uses_prior(other) and keys_json(run_config(config, other), PRIOR_KEYS) == keys
-    )
+    if keys not in _PRIOR_RUNS:
+        _PRIOR_RUNS[keys] = next(
+            other
+            for other in all_runs()
+            if uses_prior(other) and keys_json(run_config(config, other), PRIOR_KEYS) == keys
+        )
+    return _PRIOR_RUNS[keys]
+
+
+_PRIOR_RUNS = {}
 
 
 def stage_clip_input(wildcards):
